@@ -1,0 +1,112 @@
+"""Column names and dtypes of every scalelens table, and the validators that guard each stage's input.
+
+The score table is the contract between `logprob` (which writes it) and `metrics` (which reads it); the other
+tables are produced inside `metrics`. Each stage validates its input here, so a wrong column or dtype fails with
+a message naming the table, the column, the expected dtype and the dtype found, instead of becoming a plausible
+number.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+#: Columns identifying a model on the scale axis; they travel into every downstream table.
+MODEL_COLUMNS: dict[str, pl.DataType] = {
+    "model": pl.String,
+    "params": pl.Int64,
+    "non_embedding_params": pl.Int64,
+}
+
+#: Item kinds. A multiple-choice item has choices and one or more targets among them; a generative item has
+#: references (stored as its choices, every one a target), scored teacher-forced and optionally generated.
+MULTIPLE_CHOICE = "multiple_choice"
+GENERATIVE = "generative"
+
+#: scores.parquet: one row per (model, task, item, choice).
+SCORES: dict[str, pl.DataType] = {
+    **MODEL_COLUMNS,
+    "task": pl.String,
+    "item_id": pl.String,
+    "item_kind": pl.String,  # MULTIPLE_CHOICE or GENERATIVE
+    "choice": pl.Int32,  # index of the choice (or reference) within the item, 0-based
+    "choice_text": pl.String,  # the continuation exactly as given in the task
+    "is_target": pl.Boolean,
+    "logprob": pl.Float64,  # sum of token_logprobs: log P(continuation | context)
+    "n_tokens": pl.Int32,  # tokens in the continuation after the lm-eval boundary rule
+    "token_logprobs": pl.List(pl.Float32),  # (n_tokens,) log P(token_t | context, tokens_<t)
+    "token_ranks": pl.List(pl.Int32),  # (n_tokens,) rank of token_t in the vocabulary, 1 = argmax
+    "is_greedy": pl.Boolean,  # every token rank is 1
+    "n_chars": pl.Int32,  # characters of choice_text
+    "n_bytes": pl.Int32,  # UTF-8 bytes of choice_text
+}
+
+#: generations.parquet: one row per (model, task, generative item).
+GENERATIONS: dict[str, pl.DataType] = {
+    **MODEL_COLUMNS,
+    "task": pl.String,
+    "item_id": pl.String,
+    "prediction": pl.String,  # greedy continuation, cut at the stop sequence
+    "n_generated_tokens": pl.Int32,
+    "prediction_token_ids": pl.List(pl.Int32),  # the model's tokens of `prediction`
+    "references": pl.List(pl.String),
+    "reference_token_ids": pl.List(pl.List(pl.Int32)),  # each reference encoded as a continuation of the context
+    "stop_reason": pl.String,  # "stop_sequence", "eos" or "max_new_tokens"
+}
+
+#: Per-item metric values, long format: one row per (model, task, item, metric).
+ITEM_METRICS: dict[str, pl.DataType] = {
+    **MODEL_COLUMNS,
+    "task": pl.String,
+    "item_id": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+}
+
+#: metrics.parquet: one row per (model, task, metric).
+METRICS: dict[str, pl.DataType] = {
+    **MODEL_COLUMNS,
+    "task": pl.String,
+    "metric": pl.String,
+    "kind": pl.String,  # "sharp" or "smooth"
+    "direction": pl.String,  # "higher" or "lower" is better
+    "mean": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n_items": pl.Int64,
+}
+
+#: emergence.parquet: one row per (task, metric).
+EMERGENCE: dict[str, pl.DataType] = {
+    "task": pl.String,
+    "metric": pl.String,
+    "kind": pl.String,
+    "direction": pl.String,
+    "linearity": pl.Float64,
+    "breakthroughness": pl.Float64,
+    "n_models": pl.Int64,
+}
+
+
+def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
+    """Check that `frame` has every column of `schema` with its dtype; extra columns are allowed.
+
+    >>> validate(pl.DataFrame({"model": ["a"]}), {"model": pl.String}, "toy").shape
+    (1, 1)
+    >>> validate(pl.DataFrame({"model": [1]}), {"model": pl.String}, "toy")
+    Traceback (most recent call last):
+    ...
+    ValueError: toy: column 'model' must have dtype String, found Int64
+    """
+    missing = [name for name in schema if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{table}: missing column(s) {missing}; found {frame.columns}")
+    for name, dtype in schema.items():
+        found = frame.schema[name]
+        if found != dtype:
+            raise ValueError(f"{table}: column '{name}' must have dtype {dtype}, found {found}")
+    return frame
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A zero-row frame with exactly `schema`'s columns, for stages that produce nothing."""
+    return pl.DataFrame(schema=schema)
