@@ -8,6 +8,9 @@ number.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import polars as pl
 
 #: Columns identifying a model on the scale axis; they travel into every downstream table.
@@ -110,3 +113,10 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) ->
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """A zero-row frame with exactly `schema`'s columns, for stages that produce nothing."""
     return pl.DataFrame(schema=schema)
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write to a sibling temporary file, then rename over `path`: readers see the old table or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)

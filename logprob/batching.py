@@ -1,0 +1,172 @@
+"""Requests → segments → packed forward passes under a token budget; pure index planning, no torch.
+
+A *segment* is one context followed by one branch per continuation that shares it:
+`ctx + cont_1[:-1] + cont_2[:-1] + ...`. Each branch attends to the whole context and causally to itself, and its
+position ids continue from the context length, so it sees exactly `ctx + cont_j[:-1]`, as if scored alone; the
+context is computed once for every choice. Segments are packed, longest first, into rows of a forward pass; each
+token carries (segment, branch) labels from which `score.attention_mask` builds the block mask. Every scored token
+knows its slot in the output, so results land in request order whatever the packing (the plan is invertible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from logprob.tokenize import Request
+
+#: Shortest row a forward pass packs segments into. Attention work per token grows with the row length, so rows stay
+#: short unless a segment is longer; short segments then share a row instead of each padding one.
+ROW_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A context and the requests (indices into the request list) scored as branches after it."""
+
+    context_ids: tuple[int, ...]
+    requests: tuple[int, ...]
+    branches: tuple[tuple[int, ...], ...]  # each request's continuation ids
+
+    @property
+    def length(self) -> int:
+        """Tokens the segment occupies in a row: the context plus every continuation but its last token."""
+        return len(self.context_ids) + sum(len(b) - 1 for b in self.branches)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """One forward pass. (B, R) token grids plus where to read and write results.
+
+    `segment` is unique per segment within the batch (padding gets its own negative label per token); `branch` is 0 for
+    context tokens and j >= 1 for the j-th branch of a segment. `needed` are flat indices into the (B*R) grid whose
+    hidden states predict a scored token; scored token k is predicted at `needed[target_needed[k]]`, has id
+    `target_ids[k]` and is written to output slot `target_slots[k]`.
+    """
+
+    input_ids: np.ndarray  # (B, R) int64
+    position_ids: np.ndarray  # (B, R) int64
+    segment: np.ndarray  # (B, R) int64
+    branch: np.ndarray  # (B, R) int64
+    needed: np.ndarray  # (N_u,) int64
+    target_needed: np.ndarray  # (N_t,) int64
+    target_ids: np.ndarray  # (N_t,) int64
+    target_slots: np.ndarray  # (N_t,) int64
+    n_requests: int
+
+
+def make_segments(requests: Sequence[Request], share_contexts: bool, budget: int) -> list[Segment]:
+    """Group requests with identical context ids (after the boundary rule and truncation) into shared segments.
+
+    Only identical ids share: a choice whose split or truncation gave different context ids gets its own segment.
+    A group is split so that no segment exceeds `budget` tokens (a single request longer than that stays whole).
+
+    >>> from logprob.tokenize import Request
+    >>> reqs = [Request(0, 0, (1, 2), (3, 4)), Request(0, 1, (1, 2), (5,)), Request(1, 0, (9,), (3,))]
+    >>> [(s.requests, s.length) for s in make_segments(reqs, True, budget=100)]
+    [((0, 1), 3), ((2,), 1)]
+    >>> [s.requests for s in make_segments(reqs, False, budget=100)]
+    [(0,), (1,), (2,)]
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, r in enumerate(requests):
+        groups.setdefault(r.context_ids if share_contexts else (k, *r.context_ids), []).append(k)
+    segments = []
+    for members in groups.values():
+        ctx = requests[members[0]].context_ids
+        part: list[int] = []
+        used = len(ctx)
+        for k in members:
+            extra = len(requests[k].continuation_ids) - 1
+            if part and used + extra > budget:
+                segments.append(_segment(requests, ctx, part))
+                part, used = [], len(ctx)
+            part.append(k)
+            used += extra
+        segments.append(_segment(requests, ctx, part))
+    return segments
+
+
+def _segment(requests: Sequence[Request], ctx: tuple[int, ...], members: list[int]) -> Segment:
+    return Segment(ctx, tuple(members), tuple(requests[k].continuation_ids for k in members))
+
+
+def pack(lengths: Sequence[int], budget: int, row_tokens: int = ROW_TOKENS) -> list[list[list[int]]]:
+    """Plan forward passes: a list of passes, each a list of rows, each a list of segment indices.
+
+    Segments go longest first (out-of-memory errors then hit the first pass). A pass has rows of length
+    R = max(its longest segment, row_tokens) and at most max(1, budget // R) rows, so it holds at most
+    max(budget, longest segment) padded tokens; segments fill rows first-fit.
+
+    >>> pack([5, 2, 9, 3], budget=12, row_tokens=4)
+    [[[2]], [[0], [3, 1]]]
+    """
+    if budget < 1:
+        raise ValueError(f"token_budget: expected a positive token count, got {budget}")
+    order = sorted(range(len(lengths)), key=lambda s: -lengths[s])
+    passes: list[list[list[int]]] = []
+    fill: list[int] = []
+    cap = max_rows = 0
+    for s in order:
+        n = lengths[s]
+        row = next((r for r, used in enumerate(fill) if used + n <= cap), None)
+        if row is None and len(fill) >= max_rows:  # start a new pass sized by this (its longest) segment
+            cap = max(n, min(row_tokens, budget))
+            max_rows = max(1, budget // cap)
+            passes.append([])
+            fill = []
+        if row is None:
+            passes[-1].append([])
+            fill.append(0)
+            row = len(fill) - 1
+        passes[-1][row].append(s)
+        fill[row] += n
+    return passes
+
+
+def build_batch(segments: Sequence[Segment], rows: Sequence[Sequence[int]], slots: np.ndarray) -> PackedBatch:
+    """Lay the planned rows out as token grids. `slots[k]` is the first output slot of request k's tokens."""
+    width = max(sum(segments[s].length for s in row) for row in rows)
+    n_rows = len(rows)
+    input_ids = np.zeros((n_rows, width), dtype=np.int64)
+    position_ids = np.zeros((n_rows, width), dtype=np.int64)
+    segment = -1 - np.arange(n_rows * width, dtype=np.int64).reshape(n_rows, width)  # padding: alone, own label
+    branch = np.zeros((n_rows, width), dtype=np.int64)
+    needed: list[int] = []
+    target_needed: list[np.ndarray] = []
+    target_ids: list[tuple[int, ...]] = []
+    target_slots: list[np.ndarray] = []
+    n_requests = 0
+    for b, row in enumerate(rows):
+        at = 0
+        for s in row:
+            seg = segments[s]
+            n = len(seg.context_ids)
+            input_ids[b, at:at + n] = seg.context_ids
+            position_ids[b, at:at + n] = np.arange(n)
+            segment[b, at:at + seg.length] = s
+            last_ctx = len(needed)
+            needed.append(b * width + at + n - 1)
+            at += n
+            for j, (k, cont) in enumerate(zip(seg.requests, seg.branches, strict=True), start=1):
+                m = len(cont) - 1  # the branch feeds cont[:-1]; cont[t] is predicted at position t-1 (ctx last for t=0)
+                input_ids[b, at:at + m] = cont[:-1]
+                position_ids[b, at:at + m] = np.arange(n, n + m)
+                branch[b, at:at + m] = j
+                first = len(needed)
+                needed.extend(range(b * width + at, b * width + at + m))
+                target_needed.append(np.concatenate([[last_ctx], np.arange(first, first + m)]))
+                target_ids.append(cont)
+                target_slots.append(slots[k] + np.arange(m + 1))
+                at += m
+                n_requests += 1
+    return PackedBatch(
+        input_ids, position_ids, segment, branch,
+        needed=np.asarray(needed, dtype=np.int64),
+        target_needed=np.concatenate(target_needed).astype(np.int64),
+        target_ids=np.fromiter((t for ids in target_ids for t in ids), dtype=np.int64),
+        target_slots=np.concatenate(target_slots).astype(np.int64),
+        n_requests=n_requests,
+    )

@@ -1,0 +1,279 @@
+"""The `scalelens` command. The only module that prints; everything it shows comes from the library's tables."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# progress
+
+
+@contextmanager
+def model_progress():
+    """A rich progress bar per model; yields a `run.ProgressFactory`."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as bar:
+
+        def factory(info):
+            desc = f"[{info.index + 1}/{info.n_models}] {info.model}"
+            if info.skipped:
+                bar.add_task(f"{desc} (done earlier, kept)", total=info.n_requests, completed=info.n_requests)
+                return lambda n: None
+            task_id = bar.add_task(desc, total=info.n_requests)
+            return lambda n: bar.advance(task_id, n)
+
+        yield factory
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tables for people
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.{digits}f}"
+
+
+def _fmt_params(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+def metrics_table(metrics: pl.DataFrame, task: str) -> Table:
+    """Models (rows, by non-embedding size) × metrics (columns, sharp first), mean [ci_low, ci_high]."""
+    rows = metrics.filter(pl.col("task") == task).sort("non_embedding_params", "model")
+    names = rows.select("metric", "kind").unique().sort("kind", "metric")  # "sharp" < "smooth"
+    table = Table(title=f"{task}: mean over items [95% bootstrap interval]", title_justify="left")
+    table.add_column("model")
+    table.add_column("non-emb params", justify="right")
+    for metric, kind in names.iter_rows():
+        direction = rows.filter(pl.col("metric") == metric)["direction"][0]
+        arrow = "↑" if direction == "higher" else "↓"
+        table.add_column(f"{metric} {arrow}\n({kind})", justify="right", style="magenta" if kind == "sharp" else "cyan")
+    for (model,), group in rows.group_by("model", maintain_order=True):
+        cells = {r["metric"]: r for r in group.iter_rows(named=True)}
+        row = [model, _fmt_params(group["non_embedding_params"][0])]
+        for metric, _ in names.iter_rows():
+            r = cells.get(metric)
+            row.append("" if r is None else f"{_fmt(r['mean'])}\n[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+        table.add_row(*row)
+    return table
+
+
+def emergence_table(emergence: pl.DataFrame, task: str) -> Table:
+    """Metric, kind, linearity and breakthroughness, most breakthrough first."""
+    rows = emergence.filter(pl.col("task") == task).sort("breakthroughness", descending=True, nulls_last=True)
+    table = Table(title=f"{task}: emergence across the ladder (BIG-bench indices)", title_justify="left")
+    for name, justify in (("metric", "left"), ("kind", "left"), ("linearity L", "right"), ("breakthroughness B", "right"), ("models", "right")):
+        table.add_column(name, justify=justify)
+    for r in rows.iter_rows(named=True):
+        style = "magenta" if r["kind"] == "sharp" else "cyan"
+        table.add_row(
+            r["metric"], r["kind"], _fmt(r["linearity"], 2), _fmt(r["breakthroughness"], 2), str(r["n_models"]), style=style
+        )
+    return table
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# commands
+
+
+def _score_config(args) -> ScoreConfig:
+    return ScoreConfig(token_budget=args.token_budget, max_length=args.max_length, max_new_tokens=args.max_new_tokens)
+
+
+def _specs(args) -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name_or_path=m,
+            revision=args.revision,
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            allow_pickle=args.allow_pickle,
+        )
+        for m in args.model
+    ]
+
+
+def cmd_score(args) -> int:
+    from logprob.run import check_unique_labels, score_models
+    from logprob.tasks import load_task
+
+    tasks = [load_task(Path(t)) for t in args.task]  # every task validated before any model is loaded
+    specs = _specs(args)
+    check_unique_labels(specs)
+    with model_progress() as progress:
+        scores, gens = score_models(
+            specs, tasks, Path(args.out), _score_config(args), generate=not args.no_generate, progress=progress
+        )
+    console.print(
+        f"wrote {Path(args.out) / 'scores.parquet'} ({scores.height} rows)"
+        + (f" and generations.parquet ({gens.height} rows)" if gens.height else "")
+        + f"; next: scalelens report {args.out}"
+    )
+    return 0
+
+
+def _evaluate_modules(specs: Sequence[str]):
+    """`PATH[:lower]` → (evaluate modules, how to read their outputs). Outputs count as smooth metrics."""
+    if not specs:
+        return [], {}
+    import evaluate
+
+    modules, directions = [], {}
+    for spec in specs:
+        path, _, direction = spec.partition(":")
+        direction = direction or "higher"
+        if direction not in ("higher", "lower"):
+            raise ValueError(f"--evaluate-module {spec}: expected PATH or PATH:lower / PATH:higher")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--evaluate-module {path}: no such local module script (hub modules need a network)")
+        module = evaluate.load(path)
+        modules.append(module)
+        directions[module.name] = (direction, path)
+    return modules, directions
+
+
+def cmd_report(args) -> int:
+    from metrics.analysis import analyse_folder
+
+    modules, directions = _evaluate_modules(args.evaluate_module)
+    result = analyse_folder(
+        Path(args.dir),
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+        figures=not args.no_figures,
+        extra_modules=modules,
+        extra_directions=directions,
+    )
+    print_analysis(result)
+    return 0
+
+
+def print_analysis(result) -> None:
+    for task in result.metrics["task"].unique(maintain_order=True).to_list():
+        console.print(metrics_table(result.metrics, task))
+        console.print(emergence_table(result.emergence, task))
+    for path in result.written:
+        console.print(f"wrote {path}")
+
+
+def cmd_demo(args) -> int:
+    from logprob.demo import run_demo
+
+    with model_progress() as progress:
+        result = run_demo(Path(args.out), progress=progress, n_items=args.items)
+    print_analysis(result.analysis)
+    console.print(result.summary)
+    return 0
+
+
+def cmd_ladder_train(args) -> int:
+    from logprob.ladder import train_ladder
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(model: str, done: int, total: int) -> None:
+            if model not in tasks:
+                tasks[model] = bar.add_task(model, total=total)
+            bar.update(tasks[model], completed=done)
+
+        manifest = train_ladder(Path(args.out), seed=args.seed, progress=progress)
+    console.print(f"wrote {len(manifest['models'])} models and manifest.json to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scalelens",
+        description="Is this jump in ability real, or is it the metric? Score a ladder of causal LMs once, "
+        "then read the same outputs under sharp and smooth metrics.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="score tasks with a ladder of models → scores.parquet, generations.parquet")
+    p.add_argument("--model", action="append", required=True, help="hub id or local checkpoint; repeat per model")
+    p.add_argument("--task", action="append", required=True, help="task file (.jsonl or BIG-bench task.json); repeatable")
+    p.add_argument("--out", required=True, help="output folder (reruns resume from it)")
+    p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} or cuda:N (default auto)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for every --model")
+    p.add_argument("--token-budget", type=int, default=None, help="tokens per forward pass (default: automatic)")
+    p.add_argument("--max-length", type=int, default=None, help="truncate contexts on the left to this many tokens")
+    p.add_argument("--max-new-tokens", type=int, default=ScoreConfig.max_new_tokens, help="greedy generation bound")
+    p.add_argument("--no-generate", action="store_true", help="skip greedy generation on generative items")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own Python code (off by default)")
+    p.add_argument("--allow-pickle", action="store_true", help="accept .bin (pickle) weights, not only safetensors")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="metrics and emergence tables (and figures) from a scored folder")
+    p.add_argument("dir", help="folder written by `scalelens score`")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--no-figures", action="store_true", help="do not write PNG figures")
+    p.add_argument(
+        "--evaluate-module",
+        action="append",
+        default=[],
+        metavar="PATH[:lower]",
+        help="a local HF evaluate module script applied to each generation (repeatable); ':lower' if lower is better",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="score the built-in ladder on its arithmetic tasks: tables, summary and figures")
+    p.add_argument("--out", default="scalelens-demo", help="output folder (default ./scalelens-demo)")
+    p.add_argument("--items", type=int, default=None, help="score only the first N items of each task (quick look)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ladder", help="the built-in model ladder")
+    ladder_sub = p.add_subparsers(dest="ladder_command", required=True)
+    t = ladder_sub.add_parser("train", help="retrain the built-in ladder from scratch (seeded)")
+    t.add_argument("--out", required=True, help="folder for the checkpoints and manifest.json")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_ladder_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        err_console.print(f"scalelens: error: {exc}", markup=False, highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

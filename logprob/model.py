@@ -1,0 +1,138 @@
+"""ModelSpec → loaded causal LM and tokenizer, parameter counts and maximum length; the only device/dtype code."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from logprob.config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: lm-eval's fallback context length when neither config nor tokenizer states one (HFLM._DEFAULT_MAX_LENGTH).
+DEFAULT_MAX_LENGTH = 2048
+#: Config attributes holding the context length, in lm-eval's order (`lm_eval.models.utils.resolve_max_length`).
+MAX_LENGTH_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
+#: transformers' "no limit" value of tokenizer.model_max_length.
+TOKENIZER_INFINITY = int(1e30)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to score, with what identifies it on the scale axis."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    revision: str | None
+    device: torch.device
+    dtype: torch.dtype
+    params: int
+    non_embedding_params: int
+    max_length: int
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` → CUDA if available else CPU; `cuda`/`cuda:N` must exist.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested but CUDA is not available (torch {torch.__version__})")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` → bfloat16 on CUDA (float16 where bfloat16 is unsupported), float32 on CPU.
+
+    >>> resolve_dtype("auto", torch.device("cpu"))
+    torch.float32
+    """
+    if dtype != "auto":
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype: expected auto or one of {tuple(_DTYPES)}, got {dtype!r}")
+        return _DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, non-embedding) parameter counts.
+
+    Total counts each distinct Parameter once, so tied input/output embeddings count once. Non-embedding follows
+    Kaplan et al. 2020, "Scaling Laws for Neural Language Models" (arXiv:2001.08361), section 2.1, which excludes
+    vocabulary and positional embeddings from N: total minus the input token embedding matrix, minus the output head
+    when it is not tied to it, minus learned absolute position embeddings (an `nn.Embedding` other than the token
+    embedding whose attribute name is `wpe` or contains `position`, e.g. GPT-2 `wpe`, OPT `embed_positions`).
+    Rotary and ALiBi positions have no parameters.
+
+    >>> emb = torch.nn.Embedding(10, 4)  # a toy LM: 40 + 4*4+4 = 60 parameters, of which 20 are not embeddings
+    >>> class Toy(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__(); self.emb, self.mid = emb, torch.nn.Linear(4, 4)
+    ...     def get_input_embeddings(self): return self.emb
+    ...     def get_output_embeddings(self): return None
+    >>> count_parameters(Toy())
+    (60, 20)
+    """
+    total = sum(p.numel() for p in model.parameters())  # parameters() yields each shared Parameter once
+    embedding = {id(p): p for p in model.get_input_embeddings().parameters()}
+    head = model.get_output_embeddings()
+    if head is not None:
+        embedding.update({id(p): p for p in head.parameters()})
+    token_embedding = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        attr = name.rsplit(".", 1)[-1]
+        if (isinstance(module, torch.nn.Embedding) and module is not token_embedding
+                and (attr == "wpe" or "position" in attr)):
+            embedding.update({id(p): p for p in module.parameters()})
+    return total, total - sum(p.numel() for p in embedding.values())
+
+
+def max_length_of(config, tokenizer) -> int:
+    """The model's context length, resolved as lm-eval 0.4.13 does: the (text) config's n_positions,
+    max_position_embeddings or n_ctx, else the tokenizer's model_max_length, else DEFAULT_MAX_LENGTH."""
+    cfg = getattr(config, "text_config", None) or config
+    for attr in MAX_LENGTH_ATTRS:
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value)
+    value = getattr(tokenizer, "model_max_length", None)
+    if value is not None and value != TOKENIZER_INFINITY:
+        return int(value)
+    return DEFAULT_MAX_LENGTH
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load tokenizer and model from a hub id or a local directory (one code path), in eval mode on the device.
+
+    Weights load from safetensors only unless `spec.allow_pickle`. The tokenizer is used as loaded, never modified.
+    """
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, revision=spec.revision,
+                                              trust_remote_code=spec.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        spec.name_or_path, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+        use_safetensors=None if spec.allow_pickle else True,
+    )
+    model.to(device)
+    model.eval()
+    total, non_embedding = count_parameters(model)
+    log.info("loaded %s (%s) on %s as %s: %d parameters, %d non-embedding", spec.name_or_path, spec.revision,
+             device, dtype, total, non_embedding)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=spec.name_or_path, revision=spec.revision,
+                       device=device, dtype=dtype, params=total, non_embedding_params=non_embedding,
+                       max_length=max_length_of(model.config, tokenizer))

@@ -1,0 +1,217 @@
+"""Packed batches → per-token log-probs and ranks of every continuation; items → the score table.
+
+The shift, stated once: the hidden state at row position p predicts the token at p+1 of the same sequence. A
+continuation token cont[0] is predicted at the context's last position, cont[t] (t >= 1) at the branch position
+holding cont[t-1] (`batching.build_batch` records which). The output embedding is applied only at those positions,
+never to the (B, R, V) grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+
+from logprob.batching import PackedBatch, build_batch, make_segments, pack
+from logprob.config import ScoreConfig
+from logprob.model import LoadedModel
+from logprob.tasks import Item
+from logprob.tokenize import build_requests
+from metrics.schema import SCORES
+
+log = logging.getLogger(__name__)
+
+#: Token budget of one forward pass on CPU (ScoreConfig.token_budget=None).
+CPU_TOKEN_BUDGET = 4096
+#: Largest (rows, vocab) float32 block materialised at once for the output embedding and ranks (64 MiB).
+LOGIT_CHUNK_ELEMENTS = 1 << 24
+#: Columns written here; run.py adds the model and task columns.
+SCORE_COLUMNS = {name: dtype for name, dtype in SCORES.items() if name not in ("model", "params",
+                                                                                "non_embedding_params", "task")}
+
+
+def attention_mask(segment: torch.Tensor, branch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive (B, 1, R, R) mask: 0 where query i may attend key k, the dtype's minimum elsewhere.
+
+    i attends k iff both are in the same segment, k <= i, and k is context (branch 0) or in i's own branch. Padding
+    has a unique segment label per token, so it attends only to itself and no row is fully masked.
+
+    >>> m = attention_mask(torch.tensor([[0, 0, 0, 0]]), torch.tensor([[0, 0, 1, 2]]), torch.float32)
+    >>> (m[0, 0] == 0).int().tolist()  # two context tokens, then branches 1 and 2 that both see only the context
+    [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 1]]
+    """
+    B, R = segment.shape
+    same_segment = segment[:, :, None] == segment[:, None, :]  # (B, R, R) query i, key k
+    causal = torch.ones(R, R, dtype=torch.bool, device=segment.device).tril()  # (R, R) k <= i
+    visible = (branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :])  # (B, R, R)
+    allowed = same_segment & causal & visible  # (B, R, R)
+    zero = torch.zeros((), dtype=dtype, device=segment.device)
+    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=segment.device)
+    return torch.where(allowed, zero, blocked)[:, None]  # (B, 1, R, R)
+
+
+def token_scores(hidden: torch.Tensor, head: torch.nn.Module, target_needed: torch.Tensor,
+                 target_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob and rank of each target token from the hidden states that predict it.
+
+    hidden (N_u, H) are the needed positions; target k is predicted by hidden[target_needed[k]] and has id
+    target_ids[k]. Logits are upcast to float32 before the log-softmax. Rank = 1 + (tokens with a strictly greater
+    log-prob) + (tokens with an equal log-prob and a smaller id): the target's place in a stable descending sort, so
+    rank 1 exactly when `argmax` (which returns the first maximal index, as lm-eval's greedy check uses) is the target.
+    Work is chunked so that no more than LOGIT_CHUNK_ELEMENTS logits exist at once.
+    """
+    N_t = target_ids.shape[0]
+    order = torch.argsort(target_needed, stable=True)  # (N_t,) targets grouped by predicting position
+    sorted_needed = target_needed[order]  # (N_t,)
+    logprob = torch.empty(N_t, dtype=torch.float32, device=hidden.device)
+    rank = torch.empty(N_t, dtype=torch.int64, device=hidden.device)
+    V = head.weight.shape[0]
+    step = max(1, LOGIT_CHUNK_ELEMENTS // V)
+    bounds = torch.searchsorted(sorted_needed, torch.arange(0, hidden.shape[0] + step, step, device=hidden.device))
+    for c, start in enumerate(range(0, hidden.shape[0], step)):
+        lo, hi = bounds[c].item(), bounds[c + 1].item()  # targets predicted in this chunk of positions
+        if lo == hi:
+            continue
+        logp = head(hidden[start:start + step]).float().log_softmax(-1)  # (n_u, V)
+        for t0 in range(lo, hi, step):  # at most `step` target rows of (., V) at a time
+            sel = order[t0:min(t0 + step, hi)]  # (n_t,)
+            rows = logp[target_needed[sel] - start]  # (n_t, V)
+            ids = target_ids[sel]  # (n_t,)
+            logprob[sel], rank[sel] = _rank(rows, ids)
+    return logprob, rank
+
+
+def _rank(rows: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows[k, ids[k]], stable descending rank of ids[k] in rows[k]) for rows (n, V). Counts are float sums of a
+    float 0/1 buffer (exact below 2**24 entries; ~10x faster than summing bools on CPU); the id tie-break is computed
+    only for the rare rows where the target's value occurs more than once."""
+    tgt = rows.gather(1, ids[:, None])  # (n, 1)
+    flags = torch.empty_like(rows)  # (n, V) 0/1
+    above = torch.gt(rows, tgt, out=flags).sum(-1)  # (n,)
+    tied = torch.eq(rows, tgt, out=flags).sum(-1)  # (n,) includes the target itself
+    rank = above.long() + 1  # (n,)
+    multi = (tied > 1).nonzero()[:, 0]  # (m,)
+    if multi.numel():
+        vocab = torch.arange(rows.shape[1], device=rows.device)  # (V,)
+        before = (rows[multi] == tgt[multi]) & (vocab[None, :] < ids[multi, None])  # (m, V)
+        rank[multi] += before.sum(-1)
+    return tgt[:, 0], rank
+
+
+def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, device: torch.device,
+             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of a packed batch → (log-prob, rank) per scored token, in `batch.target_slots` order."""
+    as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    input_ids = as_tensor(batch.input_ids)  # (B, R)
+    mask = attention_mask(as_tensor(batch.segment), as_tensor(batch.branch), dtype)  # (B, 1, R, R)
+    hidden = base(input_ids=input_ids, position_ids=as_tensor(batch.position_ids), attention_mask=mask,
+                  use_cache=False).last_hidden_state  # (B, R, H)
+    B, R, H = hidden.shape
+    needed = hidden.reshape(B * R, H)[as_tensor(batch.needed)]  # (N_u, H)
+    return token_scores(needed, head, as_tensor(batch.target_needed), as_tensor(batch.target_ids))
+
+
+def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(base model giving final hidden states, output embedding). Refuses models whose own forward does more to the
+    logits than the output embedding (soft-capping, scaling), which scoring at gathered positions would skip."""
+    base, head = model.base_model, model.get_output_embeddings()
+    if base is model or head is None:
+        raise ValueError(f"model: {type(model).__name__} has no separate base model and output embedding")
+    probe = torch.arange(1, 9, device=model.device)[None] % head.weight.shape[0]  # (1, 8)
+    with torch.inference_mode():
+        full = model(probe, use_cache=False).logits.float()  # (1, 8, V)
+        split = head(base(probe, use_cache=False).last_hidden_state).float()  # (1, 8, V)
+    if not torch.allclose(full, split, rtol=1e-3, atol=1e-3 * (1 + full.abs().max().item())):
+        raise ValueError(f"model: {type(model).__name__} transforms logits after the output embedding; "
+                         "scalelens scores only models whose logits are output_embedding(last hidden state)")
+    return base, head
+
+
+def auto_token_budget(loaded: LoadedModel) -> int:
+    """CPU: CPU_TOKEN_BUDGET. CUDA: a quarter of free memory over a per-token activation estimate (hidden states,
+    MLP and attention scores of a 2 * ROW-token row); out-of-memory errors halve it later anyway."""
+    if loaded.device.type != "cuda":
+        return CPU_TOKEN_BUDGET
+    free, _ = torch.cuda.mem_get_info(loaded.device)
+    cfg = loaded.model.config
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 4096)
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 32)
+    elem = torch.finfo(loaded.dtype).bits // 8
+    per_token = 16 * hidden * elem + heads * 512 * 4 + 2 * 512 * elem
+    return int(min(1 << 17, max(512, free // 4 // per_token)))
+
+
+@torch.inference_mode()
+def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
+                progress: Callable[[int], None] | None = None) -> pl.DataFrame:
+    """Score every continuation of every item: one row per (item, choice), item order then choice order.
+
+    Columns and dtypes are SCORE_COLUMNS (metrics.schema.SCORES without model and task columns). `progress`, if
+    given, receives the number of (item, choice) requests finished after each forward pass (an increment).
+    """
+    max_length = config.max_length or loaded.max_length
+    requests = build_requests(loaded.tokenizer, items, max_length)
+    if not requests:
+        return pl.DataFrame(schema=SCORE_COLUMNS)
+    n_tokens = np.array([len(r.continuation_ids) for r in requests], dtype=np.int64)
+    slots = np.concatenate([[0], np.cumsum(n_tokens)[:-1]])  # first output slot of each request's tokens
+    budget = config.token_budget or auto_token_budget(loaded)
+    segments = make_segments(requests, config.share_contexts, budget)
+    base, head = split_model(loaded.model)
+
+    logprob = torch.empty(int(n_tokens.sum()), dtype=torch.float32)
+    rank = torch.empty(int(n_tokens.sum()), dtype=torch.int64)
+    pending = list(range(len(segments)))
+    while pending:
+        done: set[int] = set()
+        try:
+            for rows in pack([segments[s].length for s in pending], budget):
+                rows = [[pending[i] for i in row] for row in rows]
+                batch = build_batch(segments, rows, slots)
+                lp, rk = run_pass(base, head, batch, loaded.device, loaded.dtype)
+                out = torch.from_numpy(batch.target_slots)
+                logprob[out], rank[out] = lp.cpu(), rk.cpu()
+                done.update(s for row in rows for s in row)
+                if progress is not None:
+                    progress(batch.n_requests)
+            pending = []
+        except torch.OutOfMemoryError:
+            if len(rows) == 1 and len(rows[0]) == 1:
+                raise
+            budget = max(1, budget // 2)
+            pending = [s for s in pending if s not in done]
+            torch.cuda.empty_cache()
+            log.warning("out of memory: retrying %d segments with token budget %d", len(pending), budget)
+    return _frame(items, requests, n_tokens, logprob.numpy(), rank.numpy())
+
+
+def _frame(items: Sequence[Item], requests, n_tokens: np.ndarray, logprob: np.ndarray,
+           rank: np.ndarray) -> pl.DataFrame:
+    """Flat per-token results (request order) → one row per request with list columns."""
+    tokens = pl.DataFrame({
+        "request": np.repeat(np.arange(len(requests)), n_tokens),
+        "lp": logprob.astype(np.float32),
+        "rank": rank.astype(np.int32),
+    })
+    per_request = tokens.group_by("request", maintain_order=True).agg(
+        token_logprobs=pl.col("lp"),
+        token_ranks=pl.col("rank"),
+        logprob=pl.col("lp").cast(pl.Float64).sum(),
+        is_greedy=(pl.col("rank") == 1).all(),
+    )
+    meta = pl.DataFrame({
+        "item_id": [items[r.item_index].item_id for r in requests],
+        "item_kind": [items[r.item_index].kind for r in requests],
+        "choice": np.array([r.choice for r in requests], dtype=np.int32),
+        "choice_text": [items[r.item_index].continuations[r.choice] for r in requests],
+        "is_target": [r.choice in items[r.item_index].targets for r in requests],
+        "n_tokens": n_tokens.astype(np.int32),
+    })
+    frame = pl.concat([meta, per_request.drop("request")], how="horizontal").with_columns(
+        n_chars=pl.col("choice_text").str.len_chars().cast(pl.Int32),
+        n_bytes=pl.col("choice_text").str.len_bytes().cast(pl.Int32),
+    )
+    return frame.select(list(SCORE_COLUMNS))
