@@ -29,6 +29,7 @@ import datetime as dt
 import gc
 import importlib.util
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -46,8 +47,10 @@ GREEDY_AGREEMENT_MIN = 0.95
 
 SHAPES = {
     # EleutherAI/pythia-1.4b and pythia-6.9b config.json (vocab 50,304, rotary on a quarter of each head, untied).
-    "1.4b": dict(tp.PYTHIA_70M, hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, intermediate_size=8192),
-    "6.9b": dict(tp.PYTHIA_70M, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, intermediate_size=16384),
+    "1.4b": dict(tp.PYTHIA_70M, hidden_size=2048, num_hidden_layers=24, num_attention_heads=16,
+                 intermediate_size=8192),
+    "6.9b": dict(tp.PYTHIA_70M, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                 intermediate_size=16384),
     # for --device cpu: checks the logic only
     "tiny": dict(tp.PYTHIA_70M, vocab_size=4096, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                  intermediate_size=256),  # fmt: skip
@@ -200,20 +203,23 @@ def render(report: dict) -> str:
         lines += [f"bfloat16 ({report['bf16']['device']}) vs float32 (CPU), Pythia-70m shape, quick workloads "
                   f"(pass: every summed log-prob within {BF16_RTOL:g} relative, is_greedy agreement ≥ "
                   f"{GREEDY_AGREEMENT_MIN:g}):", "",
-                  "| workload | requests | max relative Δ | share within | is_greedy agreement |", "|---|---|---|---|---|"]  # fmt: skip
+                  "| workload | requests | max relative Δ | share within | is_greedy agreement |",
+                  "|---|---|---|---|---|"]  # fmt: skip
         for name, r in report["bf16"]["workloads"].items():
             lines.append(f"| {name} | {r['n']} | {r['max_rel']:.2e} | {r['within']:.3f} | {r['greedy_agree']:.3f} |")
         lines += ["", f"bfloat16 check: {'PASS' if report['bf16']['ok'] else 'FAIL'}", ""]
     if "peak" in report:
         lines += [f"Measured bfloat16 matmul peak: {report['peak'] / 1e12:.3g} TFLOP/s.", ""]
     if report.get("runs"):
-        lines += ["| model | workload | tokens | method | seconds | tokens/s | MFU | × lm-eval | peak GiB |",
+        lines += ["| model | workload | tokens | method | seconds | tokens/s | MFU | × lm-eval "
+                  "| peak GiB (weights incl.) |",
                   "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in report["runs"]:
             ratio = f"{r['lm_eval_seconds'] / r['seconds']:.2f}" if r.get("lm_eval_seconds") else "–"
             lines.append(
                 f"| {r['model']} | ({r['workload']}) {r['description']} | {r['tokens']:,} | {r['method']} | "
-                f"{r['seconds']:.2f} | {r['tokens'] / r['seconds']:,.0f} | {r['mfu']:.1%} | {ratio} | {r['peak_gib']:.1f} |"
+                f"{r['seconds']:.2f} | {r['tokens'] / r['seconds']:,.0f} | {r['mfu']:.1%} | {ratio} | "
+                f"{r['peak_gib']:.1f} |"
             )
         lines.append("")
     for note in report["notes"]:
@@ -223,14 +229,18 @@ def render(report: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=None, help="markdown file; its `gpu` section is (re)written after each step")
+    p.add_argument("--out", type=Path, default=None,
+                   help="markdown file; its `gpu` section is (re)written after each step")
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers as JSON")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a logic check on tiny shapes")
     p.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES), help="default: 1.4b 6.9b (tiny on cpu)")
     p.add_argument("--lm-eval-batch", type=int, default=64, help="lm-eval batch size (default 64)")
-    p.add_argument("--budget", type=float, default=420.0, help="seconds; later models are skipped past it (default 420)")
+    p.add_argument("--budget", type=float, default=420.0,
+                   help="seconds; no further model is started past it (default 420)")
     args = p.parse_args(argv)
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local paths and in-memory models only: never wait on a network
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import torch
 
     device = torch.device(args.device)

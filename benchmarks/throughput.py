@@ -385,17 +385,39 @@ def check_agreement(
     return worst
 
 
-def agreement_check(workdir: Path, model_config: dict, vocab: int, quick: bool = True, batch_size: int = 8) -> dict:
-    """Build a checkpoint in `workdir`, score every workload with all three methods in this process, check agreement.
-    Returns {workload: (largest |Δ logprob|, number of requests, number with is_greedy)}. Used by the smoke test."""
+def with_greedy_choices(w: Workload, path: Path) -> Workload:
+    """Each item's first continuation replaced by the plain model's greedy next token, where that token decodes to
+    text that encodes back to exactly it as a continuation: then is_greedy is true somewhere and its check bites."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    items = []
+    with torch.inference_mode():
+        for item_id, ctx, conts in w.items:
+            ids = torch.tensor([tokenizer(ctx)["input_ids"]])  # (1, T)
+            nxt = int(model(ids).logits[0, -1].argmax())  # the token the last position predicts
+            text = tokenizer.decode([nxt])
+            if text.strip() and encode_like_lm_eval(tokenizer, ctx, text)[1] == [nxt]:
+                conts = (text, *conts[1:])
+            items.append((item_id, ctx, conts))
+    return Workload(w.name, w.description + ", first choice greedy where possible", tuple(items), w.generative)
+
+
+def agreement_check(workdir: Path, model_config: dict, vocab: int, batch_size: int = 8) -> dict[str, tuple[float, int, int]]:
+    """Build a checkpoint in `workdir`, score the QUICK workloads with all three methods in this process (choices of
+    (a) and (c) made greedy where possible) and check agreement; raises ValueError on any disagreement.
+    Returns {workload: (largest |Δ logprob|, requests, requests with is_greedy true)}. The smoke test's entry point."""
     from transformers import AutoTokenizer
 
     path = build_checkpoint(workdir / "model", model_config, vocab=vocab)
-    workloads = make_workloads(AutoTokenizer.from_pretrained(path), QUICK if quick else FULL)
-    runners = {m: load_method(m, path, batch_size) for m in METHODS}
+    workloads = make_workloads(AutoTokenizer.from_pretrained(path), QUICK)
+    workloads = {k: with_greedy_choices(w, path) if k in ("a", "c") else w for k, w in workloads.items()}
+    runners = {m: load_method(m, path, batch_size) for m in ("plain", "scalelens", "lm-eval")}
     out = {}
     for name, w in workloads.items():
-        results = {m: runners[m](w) for m in ("plain", "scalelens", "lm-eval")}
+        results = {m: run(w) for m, run in runners.items()}
         worst = check_agreement(results, w.requests())
         out[name] = (worst, len(results["plain"]), sum(g for _, g in results["plain"]))
     return out
@@ -519,7 +541,7 @@ def render(report: dict) -> tuple[str, str]:
         "method. Peak = peak RSS of the method's own process; Δ = that peak minus its RSS right after loading the model.",
     ]
     cols = ["workload", "method", "requests", "tokens", "seconds", "tokens/s", "× lm-eval", "peak MB", "Δ MB"]
-    rows = []
+    rows, notes = [], []
     for name, r in report["workloads"].items():
         for method, x in r["methods"].items():
             rows.append(
@@ -536,7 +558,8 @@ def render(report: dict) -> tuple[str, str]:
                 ]
             )
         others = ", ".join(f"batch {b}: {s:.2f} s" for b, s in r["lm_eval_all"].items())
-        rows.append(["", f"(lm-eval tried {others}; max |Δ logprob| {r['max_diff']:.1e})", "", "", "", "", "", "", ""])
+        notes.append(f"({name}) lm-eval tried {others}; largest |Δ logprob| between methods {r['max_diff']:.1e}; "
+                     f"is_greedy true on {r['n_greedy']} of {r['requests']} requests")  # fmt: skip
     targets = []
     for name, goal in TARGETS.items():
         if name in report["workloads"]:
@@ -559,12 +582,13 @@ def render(report: dict) -> tuple[str, str]:
 
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w_) if i < 2 else c.rjust(w_) for i, (c, w_) in enumerate(zip(cells, widths)))  # noqa: E731
-    text = "\n".join([*head, "", line(cols), *(line(r) for r in rows), "", "Targets:", *(f"  {t}" for t in targets)])
+    text = "\n".join([*head, "", line(cols), *(line(r) for r in rows), *notes, "", "Targets:", *(f"  {t}" for t in targets)])
     if proc:
         text += f"\nWhole-process commands:\n  {shlex.join(proc['scalelens_cmd'])}\n  {shlex.join(proc['lm_cmd'])}"
 
     md = [*(f"{h}\n" for h in head), "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", *(f"- {n}" for n in notes)]
     md += ["", "Targets (reported, not asserted):", "", *(f"- {t}" for t in targets)]
     if proc:
         md += ["", "Whole-process commands (offline, wall time end to end, same OMP thread count):", "", "```",
@@ -594,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small workloads: a smoke run of the whole harness")
     p.add_argument("--out", type=Path, default=None, help="markdown file; its `throughput` section is (re)written")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers (without per-request results) as JSON")
     p.add_argument("--threads", type=int, default=2, help="torch threads for every method (default 2)")
     p.add_argument("--lm-eval-batch", type=int, nargs="+", default=[16, 32], help="lm-eval batch sizes to try")
     p.add_argument("--workloads", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
@@ -609,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         child_main(args.child, args.checkpoint, args.workload, args.batch_size, args.threads, args.result)
         return 0
 
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")  # local paths only
     from transformers import AutoTokenizer
 
     report = {"command": shlex.join(["python", "benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -639,12 +665,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "lm_eval_seconds": best["seconds"],
                 "lm_eval_all": {r["batch_size"]: r["seconds"] for r in lm_runs},
                 "max_diff": worst,
+                "n_greedy": sum(g for _, g in runs["plain"]["results"]),
             }
         if not args.no_process and "a" in args.workloads:
             print("whole processes on (a)", file=sys.stderr, flush=True)
             report["process"] = whole_process(workloads["a"], path, best_batch["a"], args.threads, tmp)
     text, md = render(report)
     print(text)
+    if args.json:
+        for r in report["workloads"].values():
+            for x in r["methods"].values():
+                x.pop("results", None)
+        args.json.write_text(json.dumps(report, indent=1))
     if args.out:
         write_section(args.out, "throughput", md)
         print(f"wrote {args.out}")

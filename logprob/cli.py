@@ -68,23 +68,22 @@ def _fmt_params(n: int) -> str:
 
 
 def metrics_table(metrics: pl.DataFrame, task: str) -> Table:
-    """Models (rows, by non-embedding size) × metrics (columns, sharp first), mean [ci_low, ci_high]."""
-    rows = metrics.filter(pl.col("task") == task).sort("non_embedding_params", "model")
-    names = rows.select("metric", "kind").unique().sort("kind", "metric")  # "sharp" < "smooth"
-    table = Table(title=f"{task}: mean over items [95% bootstrap interval]", title_justify="left")
-    table.add_column("model")
-    table.add_column("non-emb params", justify="right")
-    for metric, kind in names.iter_rows():
-        direction = rows.filter(pl.col("metric") == metric)["direction"][0]
+    """Metrics (rows, sharp first) × models (columns, by non-embedding size): mean over [ci_low, ci_high]."""
+    rows = metrics.filter(pl.col("task") == task)
+    models = rows.select("model", "non_embedding_params").unique().sort("non_embedding_params", "model")
+    table = Table(title=f"{task}: mean over items, 95% bootstrap interval below", title_justify="left")
+    table.add_column("metric")
+    table.add_column("kind")
+    for model, size in models.iter_rows():
+        table.add_column(f"{model}\n{_fmt_params(size)}", justify="right")
+    cells = {(r["metric"], r["model"]): r for r in rows.iter_rows(named=True)}
+    for metric, kind, direction in rows.select("metric", "kind", "direction").unique().sort("kind", "metric").iter_rows():
         arrow = "↑" if direction == "higher" else "↓"
-        table.add_column(f"{metric} {arrow}\n({kind})", justify="right", style="magenta" if kind == "sharp" else "cyan")
-    for (model,), group in rows.group_by("model", maintain_order=True):
-        cells = {r["metric"]: r for r in group.iter_rows(named=True)}
-        row = [model, _fmt_params(group["non_embedding_params"][0])]
-        for metric, _ in names.iter_rows():
-            r = cells.get(metric)
-            row.append("" if r is None else f"{_fmt(r['mean'])}\n[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
-        table.add_row(*row)
+        values = []
+        for model, _ in models.iter_rows():
+            r = cells.get((metric, model))
+            values.append("" if r is None else f"{_fmt(r['mean'])}\n[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+        table.add_row(f"{metric} {arrow}", kind, *values, style="magenta" if kind == "sharp" else "cyan")
     return table
 
 
@@ -271,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        err_console.print(f"scalelens: error: {exc}", markup=False, highlight=False)
+        print(f"scalelens: error: {exc}", file=sys.stderr)  # one unwrapped line, whatever the terminal width
         return 2
 
 

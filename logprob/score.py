@@ -76,11 +76,18 @@ def token_scores(hidden: torch.Tensor, head: torch.nn.Module, target_needed: tor
         if lo == hi:
             continue
         logp = head(hidden[start:start + step]).float().log_softmax(-1)  # (n_u, V)
-        for t0 in range(lo, hi, step):  # at most `step` target rows of (., V) at a time
-            sel = order[t0:min(t0 + step, hi)]  # (n_t,)
-            rows = logp[target_needed[sel] - start]  # (n_t, V)
-            ids = target_ids[sel]  # (n_t,)
-            logprob[sel], rank[sel] = _rank(rows, ids)
+        local = sorted_needed[lo:hi] - start  # (n_t,) row of logp predicting each target, ascending
+        first = torch.ones_like(local, dtype=torch.bool)  # (n_t,) first target of its row
+        first[1:] = local[1:] != local[:-1]
+        primary = first.nonzero()[:, 0]  # (n_p,) one target per row: compare against logp itself, no copy
+        rows = logp if primary.numel() == logp.shape[0] else logp[local[primary]]  # (n_p, V)
+        sel = order[lo:hi][primary]  # (n_p,)
+        logprob[sel], rank[sel] = _rank(rows, target_ids[sel])
+        extra = (~first).nonzero()[:, 0]  # (n_e,) further targets of a row (choices sharing a context's last token)
+        for e0 in range(0, extra.numel(), step):
+            part = extra[e0:e0 + step]  # (n_e',)
+            sel = order[lo:hi][part]  # (n_e',)
+            logprob[sel], rank[sel] = _rank(logp[local[part]], target_ids[sel])  # (n_e', V) rows copied
     return logprob, rank
 
 
@@ -114,9 +121,14 @@ def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, d
     return token_scores(needed, head, as_tensor(batch.target_needed), as_tensor(batch.target_ids))
 
 
-def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+def split_model(model: torch.nn.Module, max_length: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(base model giving final hidden states, output embedding). Refuses models whose own forward does more to the
-    logits than the output embedding (soft-capping, scaling), which scoring at gathered positions would skip."""
+    logits than the output embedding (soft-capping, scaling), which scoring at gathered positions would skip, and
+    models with sliding-window attention narrower than max_length, which the custom 4-D mask would not reproduce."""
+    window = getattr(model.config, "sliding_window", None)
+    if window and getattr(model.config, "use_sliding_window", True) and window < max_length:
+        raise ValueError(f"max_length: {max_length} exceeds the model's sliding window ({window} tokens), which the "
+                         f"packed attention mask does not apply; set max_length <= {window}")
     base, head = model.base_model, model.get_output_embeddings()
     if base is model or head is None:
         raise ValueError(f"model: {type(model).__name__} has no separate base model and output embedding")
@@ -160,7 +172,7 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
     slots = np.concatenate([[0], np.cumsum(n_tokens)[:-1]])  # first output slot of each request's tokens
     budget = config.token_budget or auto_token_budget(loaded)
     segments = make_segments(requests, config.share_contexts, budget)
-    base, head = split_model(loaded.model)
+    base, head = split_model(loaded.model, max_length)
 
     logprob = torch.empty(int(n_tokens.sum()), dtype=torch.float32)
     rank = torch.empty(int(n_tokens.sum()), dtype=torch.int64)

@@ -100,7 +100,8 @@ class Item:
         n = len(self.choices)
         for t in self.target:
             if not 0 <= t < n:
-                raise TaskError(f"{where}: field 'target': index {t} out of range for {n} choices (expected 0..{n - 1})")
+                raise TaskError(f"{where}: field 'target': index {t} out of range for {n} choices "
+                                f"(expected 0..{n - 1})")
         if len(set(self.target)) != len(self.target):
             raise TaskError(f"{where}: field 'target': duplicate indices {list(self.target)!r}")
 
@@ -187,7 +188,8 @@ def load_jsonl(path: str | os.PathLike, task_name: str | None = None) -> Task:
             raise TaskError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         item = _jsonl_item(row, where)
         if item.item_id in first_line:
-            raise TaskError(f"{where}: field 'id': duplicate id {item.item_id!r} (first on line {first_line[item.item_id]})")
+            first = first_line[item.item_id]
+            raise TaskError(f"{where}: field 'id': duplicate id {item.item_id!r} (first on line {first})")
         first_line[item.item_id] = lineno
         items.append(item)
     if not items:
@@ -286,7 +288,8 @@ def parse_bigbench(data: Any, default_name: str | None = None, source: str = "<d
           + example_output_prefix
 
     with the task's own fields or BIG-bench's defaults: `task_prefix` "", `example_input_prefix` "\nQ: ",
-    `example_output_prefix` "\nA: ", `choice_prefix` "\n  choice: ", `append_choices_to_input` true.
+    `example_output_prefix` "\nA: ", `choice_prefix` "\n  choice: ", `append_choices_to_input` true (a string
+    there is read for truth, as BIG-bench does, so "false" appends the choices; a warning is logged).
     `listed` is `numpy.random.RandomState(42).permutation(sorted(choices))`; BIG-bench seeds a fresh generator
     for every example, so the order depends only on the number of choices: n=2 → [1, 0], 3 → [0, 1, 2],
     4 → [1, 3, 0, 2], 5 → [1, 4, 2, 0, 3] (indices into the sorted choices).
@@ -325,9 +328,17 @@ def parse_bigbench(data: Any, default_name: str | None = None, source: str = "<d
     output_prefix = _str_setting(data, "example_output_prefix", BIGBENCH_OUTPUT_PREFIX, source)
     choice_prefix = _str_setting(data, "choice_prefix", BIGBENCH_CHOICE_PREFIX, source)
     append_choices = data.get("append_choices_to_input", True)
+    if isinstance(append_choices, str):
+        # Some BIG-bench tasks write "false" as a string; BIG-bench tests it for truth, so choices get appended.
+        log.warning("%s: field 'append_choices_to_input' is the string %r; read as %s, as BIG-bench does",
+                    source, append_choices, bool(append_choices))
+        append_choices = bool(append_choices)
     if not isinstance(append_choices, bool):
         raise TaskError(f"{source}: field 'append_choices_to_input': expected true or false, got {append_choices!r}")
-    examples = data.get("examples")
+    if "examples" not in data:
+        raise TaskError(f"{source}: missing field 'examples' (a parent task keeps its subtasks in sub-folders: "
+                        "load each subtask's task.json)")
+    examples = data["examples"]
     if not isinstance(examples, list) or not examples:
         raise TaskError(f"{source}: field 'examples': expected a non-empty list, got {examples!r:.80}")
 

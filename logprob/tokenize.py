@@ -106,7 +106,7 @@ def truncate_left(context_ids: Sequence[int], continuation_ids: Sequence[int], m
     """Context ids left after lm-eval's left truncation (rule 5): the model input `ctx + cont[:-1]` fits max_length.
 
     >>> truncate_left([1, 2, 3, 4], [5, 6], max_length=4)  # keep the last 5 of 1..6, feed 4
-    (3, 4)
+    (2, 3, 4)
     """
     if len(continuation_ids) > max_length:
         raise ValueError(f"continuation: {len(continuation_ids)} tokens exceed max_length {max_length}")

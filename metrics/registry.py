@@ -26,7 +26,7 @@ BRIER = "Brier 1950, Verification of forecasts expressed in terms of probability
 HF_EXACT_MATCH = "Hugging Face evaluate, metrics/exact_match"
 SACREBLEU_BLEU = "Papineni et al. 2002, BLEU; computed with sacrebleu (Post 2018)"
 SACREBLEU_CHRF = "Popović 2015, chrF; computed with sacrebleu (Post 2018)"
-LEVENSHTEIN = "Levenshtein 1966; Wagner & Fischer 1974 dynamic programme"
+LEVENSHTEIN = "Levenshtein 1966; computed with rapidfuzz (Wagner & Fischer 1974 recurrence)"
 
 
 @dataclass(frozen=True)

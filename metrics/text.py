@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 from sacrebleu.metrics import BLEU, CHRF
+from rapidfuzz.distance import Levenshtein
 
 from metrics.aggregate import METRICS_TABLE, corpus_aggregate
 from metrics.bootstrap import BootstrapConfig
@@ -287,22 +288,16 @@ def corpus_text_metrics(
 
 
 def levenshtein(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """Fewest insertions, deletions and substitutions turning `a` into `b` (Levenshtein 1966), by the
-    Wagner–Fischer (1974) dynamic programme: D[i][j] = min(D[i-1][j] + 1, D[i][j-1] + 1, D[i-1][j-1] + [a_i ≠ b_j]),
-    kept one row at a time; O(len(a)·len(b)) time, O(len(b)) memory. Works on strings and token-id lists.
+    """Fewest insertions, deletions and substitutions turning `a` into `b` (Levenshtein 1966), computed by
+    rapidfuzz's Levenshtein distance (unit costs, the Wagner–Fischer recurrence D[i][j] = min(D[i-1][j] + 1,
+    D[i][j-1] + 1, D[i-1][j-1] + [a_i ≠ b_j])). Works on strings and on token-id lists alike.
 
     >>> levenshtein("kitten", "sitting")
     3
     >>> levenshtein([1, 2, 3], [1, 3])
     1
     """
-    previous = list(range(len(b) + 1))  # D[0][j] = j insertions
-    for i, x in enumerate(a, start=1):
-        current = [i]  # D[i][0] = i deletions
-        for j, y in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
+    return Levenshtein.distance(a, b)
 
 
 def edit_distances(generations: pl.DataFrame) -> pl.DataFrame:

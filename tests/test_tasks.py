@@ -74,7 +74,10 @@ def test_hindu_knowledge_counts_and_prompt():
     task = load_bigbench(HINDU)
     assert task.name == "hindu_knowledge"
     assert len(task.items) == 175
-    assert all(it.kind == "multiple_choice" and len(it.choices) == 4 for it in task.items)
+    assert all(it.kind == "multiple_choice" for it in task.items)
+    # 169 examples with 4 choices, 5 with 5, one (example 13) with 6
+    assert sorted(len(it.choices) for it in task.items) == [4] * 169 + [5] * 5 + [6]
+    assert len(task.items[13].choices) == 6
     assert [it.item_id for it in task.items[:3]] == ["0", "1", "2"]
     first = task.items[0]
     # sorted: Brahma, Indra, Shiva, Vishnu; permutation [1, 3, 0, 2] → Indra, Vishnu, Brahma, Shiva
@@ -84,6 +87,13 @@ def test_hindu_knowledge_counts_and_prompt():
     )
     assert first.choices == ("Vishnu", "Shiva", "Indra", "Brahma")
     assert first.target == (2,)  # "Indra": 1
+    # example 86 has two correct answers: "Merchants": 1, "Artisans": 1
+    two = task.items[86]
+    assert two.choices == ("Teachers and priests", "Warriors", "Merchants", "Artisans")
+    assert two.target == (2, 3)
+    # sorted: Artisans, Merchants, Teachers and priests, Warriors → [1, 3, 0, 2]
+    assert two.context.endswith("\n  choice: Merchants\n  choice: Warriors\n  choice: Artisans"
+                                "\n  choice: Teachers and priests\nA: ")
     last = task.items[-1]
     assert last.item_id == "174"
     assert last.choices == ("Sunaina", "Sita", "Urmila", "Durga") and last.target == (0,)
@@ -337,7 +347,8 @@ def test_bigbench_rejects_example(tmp_path, example, message):
         ({"examples": {"input": "q"}}, "field 'examples': expected a non-empty list"),
         ({"example_input_prefix": 1}, "field 'example_input_prefix': expected a string"),
         ({"choice_prefix": None}, "field 'choice_prefix': expected a string"),
-        ({"append_choices_to_input": "yes"}, "field 'append_choices_to_input': expected true or false"),
+        ({"append_choices_to_input": 0}, "field 'append_choices_to_input': expected true or false"),
+        ({"examples": None}, "field 'examples': expected a non-empty list"),
         ({"name": ""}, "field 'name': expected a non-empty string"),
         ({"subtasks": [{}]}, "field 'subtasks': tasks with subtasks are not supported"),
     ],
@@ -349,6 +360,22 @@ def test_bigbench_rejects_task_fields(tmp_path, fields, message):
         load_bigbench(path)
     assert str(err.value).startswith(f"{path}: ")
     assert message in str(err.value)
+
+
+def test_bigbench_string_false_appends_choices_like_bigbench(caplog):
+    # identify_odd_metaphor, logic_grid_puzzle and real_or_fake_text/easy write "false" as a string;
+    # BIG-bench's `if append_choices_to_input:` is then true, so their prompts list the choices.
+    data = {"append_choices_to_input": "false", "examples": [{"input": "q", "target_scores": {"b": 0, "a": 1}}]}
+    (item,) = parse_bigbench(data, default_name="t").items
+    assert item.context == "\nQ: q\n  choice: b\n  choice: a\nA: "  # 2 choices: permutation [1, 0]
+    assert "append_choices_to_input" in caplog.text
+
+
+def test_bigbench_parent_task_without_examples(tmp_path):
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({"name": "parent", "description": "d"}))
+    with pytest.raises(TaskError, match=re.escape(str(path)) + ": missing field 'examples'.*sub-folders"):
+        load_bigbench(path)
 
 
 def test_bigbench_rejects_malformed_json_and_top_level(tmp_path):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +48,15 @@ class LadderSize:
     batch_size: int = 256
 
 
-DEFAULT_SIZES: tuple[LadderSize, ...] = ()
+DEFAULT_SIZES: tuple[LadderSize, ...] = (
+    LadderSize("ladder-00", d_model=8, n_layers=1, n_heads=2, d_ff=32, steps=1500, lr=3e-3),
+    LadderSize("ladder-01", d_model=16, n_layers=1, n_heads=2, d_ff=64, steps=1500, lr=3e-3),
+    LadderSize("ladder-02", d_model=32, n_layers=2, n_heads=4, d_ff=128, steps=1500, lr=3e-3),
+    LadderSize("ladder-03", d_model=48, n_layers=2, n_heads=4, d_ff=192, steps=1500, lr=2e-3),
+    LadderSize("ladder-04", d_model=64, n_layers=3, n_heads=4, d_ff=256, steps=1500, lr=2e-3),
+    LadderSize("ladder-05", d_model=96, n_layers=3, n_heads=4, d_ff=384, steps=1500, lr=2e-3),
+    LadderSize("ladder-06", d_model=128, n_layers=3, n_heads=4, d_ff=512, steps=1500, lr=2e-3),
+)
 
 
 def build_model(size: LadderSize, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
@@ -160,3 +169,107 @@ def train_model(
             on_step(step, losses[-1])
     model.eval()
     return model, float(np.mean(losses[-50:]))
+
+
+def short_count(n: int) -> str:
+    """Parameter count as a short label for model names.
+
+    >>> short_count(1088), short_count(786_944), short_count(1_770_816)
+    ('1k', '787k', '1.8M')
+    """
+    if n < 1_000_000:
+        return f"{round(n / 1000)}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_ladder(
+    out_dir: str | Path,
+    seed: int = TRAIN_SEED,
+    sizes: Sequence[LadderSize] = DEFAULT_SIZES,
+    progress: Callable[[str, int, int, float], None] | None = None,
+    data_seed: int = data.DATA_SEED,
+    tasks_dir: str | Path | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Train every rung in `sizes`, save each to `out_dir/<name>-<N>` (safetensors + tokenizer, loadable with
+    AutoModelForCausalLM / AutoTokenizer), write the held-out task files to `tasks_dir` (default
+    `out_dir/tasks`) and `out_dir/manifest.json`; returns the manifest.
+
+    `progress(model_name, step, total_steps, loss)` is called after every optimiser step. `threads`, if given,
+    sets torch's intra-op thread count for the run (restored afterwards); results are bit-identical only for the
+    same seed, data seed and thread count on the same machine.
+    """
+    if not sizes:
+        raise ValueError("sizes: expected at least one LadderSize, got none")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks_dir = out_dir / "tasks" if tasks_dir is None else Path(tasks_dir)
+    mc_path, gen_path = data.write_tasks(tasks_dir, data_seed)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        tokenizer = data.build_tokenizer()
+        heldout = data.heldout_problems(data_seed)
+        entries = []
+        for size in sizes:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            on_step = None if progress is None else (lambda step, loss, s=size: progress(s.name, step, s.steps, loss))
+            model, final_loss = train_model(size, tokenizer, heldout, seed, data_seed, on_step)
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            n_non_embedding = non_embedding_params(model)
+            name = f"{size.name}-{short_count(n_non_embedding)}"
+            model_dir = out_dir / name
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            model.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            weights = model_dir / "model.safetensors"
+            scores = evaluate_heldout(model, tokenizer, heldout)
+            log.info("%s: %.0f s, loss %.4f, %s", name, seconds, final_loss, scores)
+            entries.append(
+                {
+                    "name": name,
+                    "directory": name,
+                    "config": {k: v for k, v in asdict(size).items() if k in ("d_model", "n_layers", "n_heads", "d_ff")}
+                    | {"vocab_size": len(tokenizer), "architecture": "LlamaForCausalLM", "tied_embeddings": True},
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "non_embedding_params": n_non_embedding,
+                    "train_steps": size.steps,
+                    "batch_size": size.batch_size,
+                    "learning_rate": size.lr,
+                    "train_seconds": round(seconds, 1),
+                    "train_cpu_seconds": round(cpu_seconds, 1),
+                    "final_train_loss": final_loss,
+                    "heldout": scores,
+                    "weights_dtype": "float32",
+                    "weights_bytes": weights.stat().st_size,
+                    "sha256": _sha256(weights),
+                }
+            )
+        manifest = {
+            "description": "Llama-architecture character-level LMs trained on fixed-width addition "
+            "('0123+4567=' -> '04690\\n'); held-out scores are teacher-forced on the answer digits",
+            "data_seed": data_seed,
+            "train_seed": seed,
+            "heldout_size": len(heldout),
+            "threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+            "total_train_seconds": round(sum(e["train_seconds"] for e in entries), 1),
+            "total_train_cpu_seconds": round(sum(e["train_cpu_seconds"] for e in entries), 1),
+            "total_weights_bytes": sum(e["weights_bytes"] for e in entries),
+            "tasks": {
+                "multiple_choice": os.path.relpath(mc_path, out_dir),
+                "generative": os.path.relpath(gen_path, out_dir),
+            },
+            "models": entries,
+        }
+    finally:
+        torch.set_num_threads(previous_threads)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,158 @@
+"""End to end through the `scalelens` command: score a ladder of tiny local models on real BIG-bench items, report,
+resume after a crash, and refuse bad input with one clear line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig
+
+from logprob import run
+from logprob.cli import main
+from logprob.config import ModelSpec, ScoreConfig
+from logprob.tasks import load_task
+from metrics.schema import EMERGENCE, GENERATIONS, METRICS, SCORES, validate
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bigbench"
+WIDTHS = (8, 16, 32)  # three sizes: a ladder
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory, tiny_model_dir) -> list[str]:
+    """Three GPT-NeoX models of growing width sharing one tokenizer, saved like hub checkpoints."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir("gpt_neox"))
+    dirs = []
+    for i, width in enumerate(WIDTHS):
+        torch.manual_seed(i)
+        config = GPTNeoXConfig(
+            vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=1 + i, num_attention_heads=4,
+            intermediate_size=2 * width, max_position_embeddings=256, tie_word_embeddings=False,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+        path = tmp_path_factory.mktemp(f"neox-{width}")
+        AutoModelForCausalLM.from_config(config).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        dirs.append(str(path))
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def small_task(tmp_path_factory) -> Path:
+    """The first six emoji_movie examples: multiple-choice and generative items from a real BIG-bench file."""
+    data = json.loads((FIXTURES / "emoji_movie" / "task.json").read_text(encoding="utf-8"))
+    data["examples"] = data["examples"][:6]
+    path = tmp_path_factory.mktemp("task") / "task.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_score_then_report_produces_every_table(ladder, small_task, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["score", *sum((["--model", m] for m in ladder), []), "--task", str(small_task), "--out", str(out),
+            "--max-new-tokens", "4"]
+    assert main(args) == 0
+    scores = validate(pl.read_parquet(out / "scores.parquet"), SCORES, "scores")
+    gens = validate(pl.read_parquet(out / "generations.parquet"), GENERATIONS, "generations")
+    task = load_task(small_task)
+    n_rows = sum(len(it.continuations) for it in task.items)
+    assert scores.height == len(ladder) * n_rows
+    assert gens.height == len(ladder) * sum(it.kind == "generative" for it in task.items)
+    assert scores["model"].unique().sort().to_list() == sorted(Path(m).name for m in ladder)
+    sizes = scores.group_by("model").agg(pl.col("non_embedding_params").first()).sort("non_embedding_params")
+    assert sizes["model"].to_list() == [Path(m).name for m in ladder]  # widths grow, so does the count
+
+    assert main(["report", str(out), "--bootstrap", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "breakthroughness" in printed and "multiple_choice_grade" in printed
+    metrics = validate(pl.read_parquet(out / "metrics.parquet"), METRICS, "metrics")
+    emergence = validate(pl.read_parquet(out / "emergence.parquet"), EMERGENCE, "emergence")
+    grade = metrics.filter(pl.col("metric") == "multiple_choice_grade").sort("non_embedding_params")
+    assert grade.height == len(ladder) and grade["n_items"].to_list() == [6] * len(ladder)
+    assert set(emergence["n_models"].to_list()) == {len(ladder)}
+    assert {"exact_match", "bleu", "token_edit_distance"} <= set(metrics["metric"].to_list())
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["emoji_movie_generative.png",
+                                                                        "emoji_movie_logprob_gap.png",
+                                                                        "emoji_movie_metrics.png"]
+
+
+def test_scores_match_a_plain_forward_pass(ladder, small_task, tmp_path):
+    """The stored logprob of a choice equals one full forward pass over context + continuation, done here."""
+    scores, _ = run.score_models([ModelSpec(ladder[1], device="cpu")], [load_task(small_task)], tmp_path,
+                                 generate=False)
+    row = scores.filter((pl.col("item_id") == "2/mc") & (pl.col("choice") == 3)).row(0, named=True)
+    task = load_task(small_task)
+    item = next(it for it in task.items if it.item_id == "2/mc")
+    tokenizer = AutoTokenizer.from_pretrained(ladder[1])
+    model = AutoModelForCausalLM.from_pretrained(ladder[1], dtype=torch.float32).eval()
+    # lm-eval's rule by hand: the context's trailing space moves to the continuation.
+    context, continuation = item.context.rstrip(" "), " " + item.choices[3]
+    ctx = tokenizer(context)["input_ids"]
+    whole = tokenizer(context + continuation)["input_ids"]
+    with torch.no_grad():
+        logp = model(torch.tensor([whole])).logits[0].log_softmax(-1)  # (T, V)
+    expected = sum(logp[t - 1, whole[t]].item() for t in range(len(ctx), len(whole)))
+    assert row["n_tokens"] == len(whole) - len(ctx)
+    assert math.isclose(row["logprob"], expected, abs_tol=1e-4)
+
+
+def test_resume_keeps_finished_models_and_skips_them(ladder, small_task, tmp_path, monkeypatch):
+    task = [load_task(small_task)]
+    specs = [ModelSpec(m, device="cpu") for m in ladder]
+    broken = ModelSpec(str(tmp_path / "no-such-model"), device="cpu")
+    with pytest.raises(OSError):
+        run.score_models([specs[0], specs[1], broken], task, tmp_path, generate=False)
+    kept = pl.read_parquet(tmp_path / "scores.parquet")
+    assert kept["model"].unique().sort().to_list() == sorted(Path(m).name for m in ladder[:2])
+
+    import logprob.model
+
+    loaded_now = []
+    real_load = logprob.model.load_model
+    monkeypatch.setattr(logprob.model, "load_model", lambda spec: loaded_now.append(spec) or real_load(spec))
+    skipped = []
+    run.score_models(specs, task, tmp_path, generate=False,
+                     progress=lambda info: skipped.append((info.model, info.skipped)) or (lambda n: None))
+    assert [s.name_or_path for s in loaded_now] == [ladder[2]]  # only the missing model was computed
+    assert [flag for _, flag in skipped] == [True, True, False]
+    after = pl.read_parquet(tmp_path / "scores.parquet")
+    for name in (Path(m).name for m in ladder[:2]):
+        assert after.filter(pl.col("model") == name).equals(kept.filter(pl.col("model") == name))
+    assert after["model"].n_unique() == 3
+
+
+def test_resume_refuses_other_settings(ladder, small_task, tmp_path):
+    task = [load_task(small_task)]
+    spec = [ModelSpec(ladder[0], device="cpu")]
+    run.score_models(spec, task, tmp_path, ScoreConfig(max_length=128), generate=False)
+    with pytest.raises(ValueError, match="other settings"):
+        run.score_models(spec, task, tmp_path, ScoreConfig(max_length=64), generate=False)
+
+
+def test_bad_task_file_fails_before_loading_any_model(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "context": "x", "choices": ["1", "2"], "target": 0}\n{"id": "b", "context": "y"}\n')
+    code = main(["score", "--model", str(tmp_path / "never-loaded"), "--task", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("scalelens: error:")
+    assert "bad.jsonl" in err and "line 2" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv", [["score", "--help"], ["report", "--help"], ["demo", "--help"],
+                                  ["ladder", "train", "--help"], ["--help"]])
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    assert "usage: scalelens" in capsys.readouterr().out
+
+
+def test_report_on_an_empty_folder_says_what_is_missing(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no score table here" in capsys.readouterr().err
