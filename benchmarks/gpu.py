@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES), help="default: 1.4b 6.9b (tiny on cpu)")
     p.add_argument("--lm-eval-batch", type=int, default=64, help="lm-eval batch size (default 64)")
     p.add_argument("--budget", type=float, default=420.0,
-                   help="seconds; no further model is started past it (default 420)")
+                   help="seconds; no further model or workload is started past it (default 420)")
     args = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local paths and in-memory models only: never wait on a network
@@ -312,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # lm-eval sets a pad token on the tokenizer it is given: give it its own copy
                 runners["lm-eval"] = lm_eval_runner(model, AutoTokenizer.from_pretrained(small), args.lm_eval_batch)
             for name, w in workloads.items():
+                if time.perf_counter() - start > args.budget:
+                    report["notes"].append(f"{shape} ({name}) and later: skipped, past the {args.budget:.0f} s budget")
+                    break
                 got = {}
                 for method, run in runners.items():
                     results, seconds, peak_gib = timed(run, w, device)

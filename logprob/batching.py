@@ -10,6 +10,7 @@ knows its slot in the output, so results land in request order whatever the pack
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,36 +94,43 @@ def _segment(requests: Sequence[Request], ctx: tuple[int, ...], members: list[in
     return Segment(ctx, tuple(members), tuple(requests[k].continuation_ids for k in members))
 
 
-def pack(lengths: Sequence[int], budget: int, row_tokens: int = ROW_TOKENS) -> list[list[list[int]]]:
+def pack(lengths: Sequence[int], budget: int, row_tokens: int = ROW_TOKENS,
+         stack: bool = True) -> list[list[list[int]]]:
     """Plan forward passes: a list of passes, each a list of rows, each a list of segment indices.
 
-    Segments go longest first (out-of-memory errors then hit the first pass). A pass has rows of length
+    Segments go longest first (out-of-memory errors then hit the first pass). A pass has rows of capacity
     R = max(its longest segment, row_tokens) and at most max(1, budget // R) rows, so it holds at most
-    max(budget, longest segment) padded tokens; segments fill rows first-fit.
+    max(budget, longest segment) padded tokens. Each segment opens a new row while the pass may have more, else joins
+    the emptiest row (worst-fit: rows stay level, and a pass is padded only to its fullest row); when even that row
+    cannot take it, a new pass starts. A heap keeps this O(S log rows). With `stack=False` every row holds one
+    segment (right-padded rows, for models that cannot take a packed mask).
 
     >>> pack([5, 2, 9, 3], budget=12, row_tokens=4)
     [[[2]], [[0], [3, 1]]]
+    >>> pack([5, 2, 9, 3], budget=12, row_tokens=4, stack=False)
+    [[[2]], [[0], [3]], [[1]]]
     """
     if budget < 1:
         raise ValueError(f"token_budget: expected a positive token count, got {budget}")
     order = sorted(range(len(lengths)), key=lambda s: -lengths[s])
     passes: list[list[list[int]]] = []
-    fill: list[int] = []
+    fill: list[tuple[int, int]] = []  # heap of (tokens used, row index) of the current pass
     cap = max_rows = 0
     for s in order:
         n = lengths[s]
-        row = next((r for r, used in enumerate(fill) if used + n <= cap), None)
-        if row is None and len(fill) >= max_rows:  # start a new pass sized by this (its longest) segment
+        if len(fill) < max_rows:
+            row = len(passes[-1])
+            passes[-1].append([s])
+            heapq.heappush(fill, (n, row))
+        elif stack and fill and fill[0][0] + n <= cap:
+            used, row = heapq.heappop(fill)
+            passes[-1][row].append(s)
+            heapq.heappush(fill, (used + n, row))
+        else:  # a new pass, sized by this (its longest) segment
             cap = max(n, min(row_tokens, budget))
             max_rows = max(1, budget // cap)
-            passes.append([])
-            fill = []
-        if row is None:
-            passes[-1].append([])
-            fill.append(0)
-            row = len(fill) - 1
-        passes[-1][row].append(s)
-        fill[row] += n
+            passes.append([[s]])
+            fill = [(n, 0)]
     return passes
 
 

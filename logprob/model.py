@@ -124,11 +124,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     dtype = resolve_dtype(spec.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, revision=spec.revision,
                                               trust_remote_code=spec.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(  # device_map: weights load straight onto the device
         spec.name_or_path, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
-        use_safetensors=None if spec.allow_pickle else True,
+        use_safetensors=None if spec.allow_pickle else True, device_map={"": device},
     )
-    model.to(device)
     model.eval()
     total, non_embedding = count_parameters(model)
     log.info("loaded %s (%s) on %s as %s: %d parameters, %d non-embedding", spec.name_or_path, spec.revision,

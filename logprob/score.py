@@ -4,30 +4,41 @@ The shift, stated once: the hidden state at row position p predicts the token at
 continuation token cont[0] is predicted at the context's last position, cont[t] (t >= 1) at the branch position
 holding cont[t-1] (`batching.build_batch` records which). The output embedding is applied only at those positions,
 never to the (B, R, V) grid.
+
+Model families in PACKABLE_MODEL_TYPES get packed rows (shared contexts, a custom 4-D mask, explicit position ids;
+transformers returns a 4-D mask as given, `masking_utils._preprocess_mask_arguments`). Any other causal LM is scored
+one request per right-padded row under its own causal mask: slower, same numbers.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
 import torch
 
-from logprob.batching import PackedBatch, build_batch, make_segments, pack
+from logprob.batching import ROW_TOKENS, PackedBatch, build_batch, make_segments, pack
 from logprob.config import ScoreConfig
 from logprob.model import LoadedModel
 from logprob.tasks import Item
-from logprob.tokenize import build_requests
+from logprob.tokenize import Request, build_requests
 from metrics.schema import SCORES
 
 log = logging.getLogger(__name__)
 
 #: Token budget of one forward pass on CPU (ScoreConfig.token_budget=None).
 CPU_TOKEN_BUDGET = 4096
-#: Largest (rows, vocab) float32 block materialised at once for the output embedding and ranks (64 MiB).
-LOGIT_CHUNK_ELEMENTS = 1 << 24
+#: Rows of float32 logits per output-embedding chunk: (rows, vocab) <= this many elements (128 MiB). Larger chunks
+#: keep the (rows, H) x (H, V) product efficient on CPU BLAS; two such buffers exist at once.
+LOGIT_CHUNK_ELEMENTS = 1 << 25
+#: Model types (config.model_type) checked to give, packed with the custom 4-D mask and explicit position ids, the
+#: log-probs of scoring each request alone (tests/test_score.py). Other types are scored one request per
+#: right-padded row with the model's own causal mask (no shared contexts), which is correct for any causal LM.
+PACKABLE_MODEL_TYPES = frozenset({"gpt_neox", "llama", "gpt2", "opt", "qwen2", "qwen3", "olmo", "olmo2", "phi",
+                                  "mistral", "gemma"})
 #: Columns written here; run.py adds the model and task columns.
 SCORE_COLUMNS = {name: dtype for name, dtype in SCORES.items() if name not in ("model", "params",
                                                                                 "non_embedding_params", "task")}
@@ -53,6 +64,7 @@ def attention_mask(segment: torch.Tensor, branch: torch.Tensor, dtype: torch.dty
     return torch.where(allowed, zero, blocked)[:, None]  # (B, 1, R, R)
 
 
+@torch.inference_mode()
 def token_scores(hidden: torch.Tensor, head: torch.nn.Module, target_needed: torch.Tensor,
                  target_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob and rank of each target token from the hidden states that predict it.
@@ -61,44 +73,61 @@ def token_scores(hidden: torch.Tensor, head: torch.nn.Module, target_needed: tor
     target_ids[k]. Logits are upcast to float32 before the log-softmax. Rank = 1 + (tokens with a strictly greater
     log-prob) + (tokens with an equal log-prob and a smaller id): the target's place in a stable descending sort, so
     rank 1 exactly when `argmax` (which returns the first maximal index, as lm-eval's greedy check uses) is the target.
-    Work is chunked so that no more than LOGIT_CHUNK_ELEMENTS logits exist at once.
+    Work is chunked so that no more than LOGIT_CHUNK_ELEMENTS logits exist at once, in two reused buffers.
     """
-    N_t = target_ids.shape[0]
+    N_t, N_u = target_ids.shape[0], hidden.shape[0]
     order = torch.argsort(target_needed, stable=True)  # (N_t,) targets grouped by predicting position
     sorted_needed = target_needed[order]  # (N_t,)
     logprob = torch.empty(N_t, dtype=torch.float32, device=hidden.device)
     rank = torch.empty(N_t, dtype=torch.int64, device=hidden.device)
     V = head.weight.shape[0]
     step = max(1, LOGIT_CHUNK_ELEMENTS // V)
-    bounds = torch.searchsorted(sorted_needed, torch.arange(0, hidden.shape[0] + step, step, device=hidden.device))
-    for c, start in enumerate(range(0, hidden.shape[0], step)):
+    plain = type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == torch.float32
+    logits_buf = torch.empty(min(step, N_u), V, dtype=torch.float32, device=hidden.device) if plain else None
+    flags = torch.empty(min(step, N_t), V, dtype=torch.float32, device=hidden.device)  # (step, V) 0/1 scratch
+    bounds = torch.searchsorted(sorted_needed, torch.arange(0, N_u + step, step, device=hidden.device))
+    for c, start in enumerate(range(0, N_u, step)):
         lo, hi = bounds[c].item(), bounds[c + 1].item()  # targets predicted in this chunk of positions
         if lo == hi:
             continue
-        logp = head(hidden[start:start + step]).float().log_softmax(-1)  # (n_u, V)
+        logp = _log_softmax(hidden[start:start + step], head, logits_buf)  # (n_u, V)
         local = sorted_needed[lo:hi] - start  # (n_t,) row of logp predicting each target, ascending
         first = torch.ones_like(local, dtype=torch.bool)  # (n_t,) first target of its row
         first[1:] = local[1:] != local[:-1]
         primary = first.nonzero()[:, 0]  # (n_p,) one target per row: compare against logp itself, no copy
         rows = logp if primary.numel() == logp.shape[0] else logp[local[primary]]  # (n_p, V)
         sel = order[lo:hi][primary]  # (n_p,)
-        logprob[sel], rank[sel] = _rank(rows, target_ids[sel])
+        logprob[sel], rank[sel] = _rank(rows, target_ids[sel], flags)
         extra = (~first).nonzero()[:, 0]  # (n_e,) further targets of a row (choices sharing a context's last token)
         for e0 in range(0, extra.numel(), step):
             part = extra[e0:e0 + step]  # (n_e',)
             sel = order[lo:hi][part]  # (n_e',)
-            logprob[sel], rank[sel] = _rank(logp[local[part]], target_ids[sel])  # (n_e', V) rows copied
+            logprob[sel], rank[sel] = _rank(logp[local[part]], target_ids[sel], flags)  # (n_e', V) rows copied
     return logprob, rank
 
 
-def _rank(rows: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows[k, ids[k]], stable descending rank of ids[k] in rows[k]) for rows (n, V). Counts are float sums of a
-    float 0/1 buffer (exact below 2**24 entries; ~10x faster than summing bools on CPU); the id tie-break is computed
-    only for the rare rows where the target's value occurs more than once."""
+def _log_softmax(hidden: torch.Tensor, head: torch.nn.Module, buf: torch.Tensor | None) -> torch.Tensor:
+    """float32 log-softmax of head(hidden) (n, V), written into buf[:n] when given (head a plain float32 Linear), and
+    in place on CPU (no fresh (n, V) allocations per chunk: on CPU those page-fault in on every call; the in-place
+    CPU kernel reduces each row before overwriting it, which tests/test_score.py checks against a reference)."""
+    n = hidden.shape[0]
+    if buf is not None:
+        logits = torch.matmul(hidden, head.weight.T, out=buf[:n])  # (n, V)
+    else:
+        logits = head(hidden).float()  # (n, V)
+    if logits.device.type == "cpu":
+        return torch.log_softmax(logits, -1, out=logits)  # (n, V)
+    return logits.log_softmax(-1)  # (n, V)
+
+
+def _rank(rows: torch.Tensor, ids: torch.Tensor, flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows[k, ids[k]], stable descending rank of ids[k] in rows[k]) for rows (n, V). Counts are float sums of the
+    0/1 scratch `flags` (exact below 2**24 entries; ~10x faster than summing bools on CPU); the id tie-break is
+    computed only for the rare rows where the target's value occurs more than once."""
+    n = rows.shape[0]
     tgt = rows.gather(1, ids[:, None])  # (n, 1)
-    flags = torch.empty_like(rows)  # (n, V) 0/1
-    above = torch.gt(rows, tgt, out=flags).sum(-1)  # (n,)
-    tied = torch.eq(rows, tgt, out=flags).sum(-1)  # (n,) includes the target itself
+    above = torch.gt(rows, tgt, out=flags[:n]).sum(-1)  # (n,)
+    tied = torch.eq(rows, tgt, out=flags[:n]).sum(-1)  # (n,) includes the target itself
     rank = above.long() + 1  # (n,)
     multi = (tied > 1).nonzero()[:, 0]  # (m,)
     if multi.numel():
@@ -109,26 +138,41 @@ def _rank(rows: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, device: torch.device,
-             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass of a packed batch → (log-prob, rank) per scored token, in `batch.target_slots` order."""
-    as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+             dtype: torch.dtype, packed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of a batch → (log-prob, rank) per scored token, in `batch.target_slots` order.
+
+    packed: the (segment, branch) 4-D mask and explicit position ids. Otherwise every row is one request,
+    right-padded, and the model gets a 2-D padding mask and builds its own causal mask and positions."""
+
+    def as_tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(device)
+
     input_ids = as_tensor(batch.input_ids)  # (B, R)
-    mask = attention_mask(as_tensor(batch.segment), as_tensor(batch.branch), dtype)  # (B, 1, R, R)
-    hidden = base(input_ids=input_ids, position_ids=as_tensor(batch.position_ids), attention_mask=mask,
-                  use_cache=False).last_hidden_state  # (B, R, H)
+    if packed:
+        mask = attention_mask(as_tensor(batch.segment), as_tensor(batch.branch), dtype)  # (B, 1, R, R)
+        hidden = base(input_ids=input_ids, position_ids=as_tensor(batch.position_ids), attention_mask=mask,
+                      use_cache=False).last_hidden_state  # (B, R, H)
+    else:
+        padding = as_tensor((batch.segment >= 0).astype(np.int64))  # (B, R) 1 on tokens, 0 on right padding
+        hidden = base(input_ids=input_ids, attention_mask=padding, use_cache=False).last_hidden_state  # (B, R, H)
     B, R, H = hidden.shape
     needed = hidden.reshape(B * R, H)[as_tensor(batch.needed)]  # (N_u, H)
     return token_scores(needed, head, as_tensor(batch.target_needed), as_tensor(batch.target_ids))
 
 
-def split_model(model: torch.nn.Module, max_length: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(base model giving final hidden states, output embedding). Refuses models whose own forward does more to the
-    logits than the output embedding (soft-capping, scaling), which scoring at gathered positions would skip, and
-    models with sliding-window attention narrower than max_length, which the custom 4-D mask would not reproduce."""
-    window = getattr(model.config, "sliding_window", None)
-    if window and getattr(model.config, "use_sliding_window", True) and window < max_length:
-        raise ValueError(f"max_length: {max_length} exceeds the model's sliding window ({window} tokens), which the "
-                         f"packed attention mask does not apply; set max_length <= {window}")
+    logits than the output embedding (soft-capping, scaling), which scoring at gathered positions would skip.
+    The check costs two small forward passes, so its answer is kept per model object (run.py scores task by task)."""
+    if model not in _SPLIT:
+        _SPLIT[model] = _split_model(model)
+    return _SPLIT[model]
+
+
+_SPLIT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → (base, head), checked once
+
+
+def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     base, head = model.base_model, model.get_output_embeddings()
     if base is model or head is None:
         raise ValueError(f"model: {type(model).__name__} has no separate base model and output embedding")
@@ -142,9 +186,22 @@ def split_model(model: torch.nn.Module, max_length: int) -> tuple[torch.nn.Modul
     return base, head
 
 
+def _check_window(model: torch.nn.Module, requests: Sequence[Request]) -> None:
+    """Sliding-window attention is part of the model's own mask, which the packed 4-D mask replaces: refuse any
+    request whose input is longer than the window (shorter ones are unaffected)."""
+    window = getattr(model.config, "sliding_window", None)
+    if not window or not getattr(model.config, "use_sliding_window", True):
+        return
+    longest = max(len(r.context_ids) + len(r.continuation_ids) - 1 for r in requests)
+    if longest > window:
+        raise ValueError(f"max_length: a request of {longest} tokens exceeds the model's sliding window ({window}), "
+                         f"which the packed attention mask does not apply; set max_length <= {window}")
+
+
 def auto_token_budget(loaded: LoadedModel) -> int:
-    """CPU: CPU_TOKEN_BUDGET. CUDA: a quarter of free memory over a per-token activation estimate (hidden states,
-    MLP and attention scores of a 2 * ROW-token row); out-of-memory errors halve it later anyway."""
+    """CPU: CPU_TOKEN_BUDGET. CUDA: a quarter of free memory over an estimate of activation bytes per token (about
+    16 hidden-size vectors, plus float32 attention scores and the mask over a row of 2 * ROW_TOKENS); a wrong guess
+    only costs time, since an out-of-memory error halves the budget and retries."""
     if loaded.device.type != "cuda":
         return CPU_TOKEN_BUDGET
     free, _ = torch.cuda.mem_get_info(loaded.device)
@@ -152,7 +209,8 @@ def auto_token_budget(loaded: LoadedModel) -> int:
     hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 4096)
     heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 32)
     elem = torch.finfo(loaded.dtype).bits // 8
-    per_token = 16 * hidden * elem + heads * 512 * 4 + 2 * 512 * elem
+    row = 2 * ROW_TOKENS
+    per_token = 16 * hidden * elem + heads * row * 4 + row * elem
     return int(min(1 << 17, max(512, free // 4 // per_token)))
 
 
@@ -171,8 +229,14 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
     n_tokens = np.array([len(r.continuation_ids) for r in requests], dtype=np.int64)
     slots = np.concatenate([[0], np.cumsum(n_tokens)[:-1]])  # first output slot of each request's tokens
     budget = config.token_budget or auto_token_budget(loaded)
-    segments = make_segments(requests, config.share_contexts, budget)
-    base, head = split_model(loaded.model, max_length)
+    packed = getattr(loaded.model.config, "model_type", None) in PACKABLE_MODEL_TYPES
+    if not packed:
+        log.warning("%s (model_type %r) is not checked for packed scoring: one request per padded row, no shared "
+                    "contexts (slower, same numbers)", loaded.name, getattr(loaded.model.config, "model_type", None))
+    segments = make_segments(requests, config.share_contexts and packed, budget)
+    base, head = split_model(loaded.model)
+    if packed:
+        _check_window(loaded.model, requests)
 
     logprob = torch.empty(int(n_tokens.sum()), dtype=torch.float32)
     rank = torch.empty(int(n_tokens.sum()), dtype=torch.int64)
@@ -180,10 +244,10 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
     while pending:
         done: set[int] = set()
         try:
-            for rows in pack([segments[s].length for s in pending], budget):
+            for rows in pack([segments[s].length for s in pending], budget, stack=packed):
                 rows = [[pending[i] for i in row] for row in rows]
                 batch = build_batch(segments, rows, slots)
-                lp, rk = run_pass(base, head, batch, loaded.device, loaded.dtype)
+                lp, rk = run_pass(base, head, batch, loaded.device, loaded.dtype, packed)
                 out = torch.from_numpy(batch.target_slots)
                 logprob[out], rank[out] = lp.cpu(), rk.cpu()
                 done.update(s for row in rows for s in row)
@@ -200,7 +264,7 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
     return _frame(items, requests, n_tokens, logprob.numpy(), rank.numpy())
 
 
-def _frame(items: Sequence[Item], requests, n_tokens: np.ndarray, logprob: np.ndarray,
+def _frame(items: Sequence[Item], requests: Sequence[Request], n_tokens: np.ndarray, logprob: np.ndarray,
            rank: np.ndarray) -> pl.DataFrame:
     """Flat per-token results (request order) → one row per request with list columns."""
     tokens = pl.DataFrame({

@@ -126,6 +126,9 @@ def build_requests(tokenizer, items: Sequence[Item], max_length: int) -> list[Re
         if not cont:
             raise ValueError(f"item {items[i].item_id!r} choice {c}: continuation {text!r} "
                              "has no tokens after the context/continuation split")
+        if not ctx:
+            raise ValueError(f"item {items[i].item_id!r}: context {items[i].context!r} has no tokens once its trailing "
+                             "whitespace moves to the continuation (lm-eval fails on it too); use an empty context")
         if len(cont) > max_length:
             raise ValueError(f"item {items[i].item_id!r} choice {c}: continuation has {len(cont)} tokens, more than "
                              f"max_length {max_length}")

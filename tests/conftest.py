@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, PreTrainedTokenizerFast
 
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # tests share a few CPU cores; tiny models gain nothing from more threads
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. A naïve café serves crème brûlée 🙂 and jalapeño.",
@@ -18,7 +18,7 @@ CORPUS = [
     "Once upon a time there was a model that scored every choice of every question exactly.",
 ] * 20
 
-#: family → (config factory, special tokens, adds BOS itself)
+#: family → its special tokens, and whether its tokenizer prepends BOS itself (as Llama's does)
 FAMILIES = {
     "gpt_neox": dict(eos="<|endoftext|>", bos="<|endoftext|>", adds_bos=False),
     "llama": dict(eos="</s>", bos="<s>", adds_bos=True),

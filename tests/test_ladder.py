@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +187,6 @@ def test_bad_input_is_named(tmp_path):
         load_manifest(tmp_path / "missing")
 
 
-def test_default_sizes_have_distinct_names():
+def test_default_sizes_have_distinct_names_and_grow():
     assert len({s.name for s in DEFAULT_SIZES}) == len(DEFAULT_SIZES)
-    assert replace(DEFAULT_SIZES[0], steps=1).steps == 1
+    assert [s.name for s in DEFAULT_SIZES] == [m["name"].rsplit("-", 1)[0] for m in MODELS]

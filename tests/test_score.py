@@ -10,12 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import logprob.score as score_module
 from logprob.config import ModelSpec, ScoreConfig
-from logprob.model import load_model
-from logprob.score import SCORE_COLUMNS, _rank, attention_mask, score_items, token_scores
+from logprob.model import LoadedModel, count_parameters, load_model
+from logprob.score import (CPU_TOKEN_BUDGET, PACKABLE_MODEL_TYPES, SCORE_COLUMNS, _rank, attention_mask, auto_token_budget, score_items,
+                           token_scores)
 from logprob.tasks import Item
 from logprob.tokenize import build_requests
 from metrics.schema import validate
@@ -89,7 +91,7 @@ def test_invariant_to_budget_order_and_sharing(loaded):
                                    base["token_logprobs"].explode().to_numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "gpt2"])
 def test_sdpa_and_eager_attention_agree(tiny_model_dir, family):
     path = tiny_model_dir(family)
     sdpa = load_model(ModelSpec(path, device="cpu", dtype="float32"))
@@ -122,12 +124,12 @@ def test_out_of_memory_halves_budget_and_keeps_results(loaded, monkeypatch):
     expected = score_items(loaded, ITEMS, ScoreConfig(token_budget=400))
     real, calls = score_module.run_pass, []
 
-    def flaky(base, head, batch, device, dtype):
+    def flaky(base, head, batch, device, dtype, packed):
         n_segments = len(np.unique(batch.segment[batch.segment >= 0]))
         calls.append(n_segments)
         if n_segments > 1:  # "out of memory" for any pass holding more than one segment
             raise torch.OutOfMemoryError("simulated")
-        return real(base, head, batch, device, dtype)
+        return real(base, head, batch, device, dtype, packed)
 
     monkeypatch.setattr(score_module, "run_pass", flaky)
     seen = []
@@ -158,7 +160,7 @@ def test_token_scores_by_hand(monkeypatch):
 
 def test_rank_ties_break_by_id():
     rows = torch.tensor([[1.0, 3.0, 3.0, 0.0, 3.0]] * 4)
-    _, rank = _rank(rows, torch.tensor([1, 2, 4, 3]))
+    _, rank = _rank(rows, torch.tensor([1, 2, 4, 3]), torch.empty_like(rows))
     assert rank.tolist() == [1, 2, 3, 5]
 
 
@@ -175,3 +177,72 @@ def test_attention_mask_two_segments_and_padding():
         [0, 0, 0, 0, 0, 1],  # padding sees only itself
     ]
     assert attention_mask(segment, branch, torch.bfloat16).min() == torch.finfo(torch.bfloat16).min
+
+
+def test_refuses_logit_transforms_and_narrow_sliding_windows(tiny_model_dir, loaded, monkeypatch):
+    assert auto_token_budget(loaded) == CPU_TOKEN_BUDGET
+    capped = load_model(ModelSpec(tiny_model_dir("gpt_neox"), device="cpu"))  # a fresh model: checks are cached
+    forward = capped.model.forward
+
+    def softcapped(*args, **kwargs):  # a model whose forward changes logits after the output embedding
+        out = forward(*args, **kwargs)
+        out.logits = 30 * torch.tanh(out.logits / 30)
+        return out
+
+    with monkeypatch.context() as patch:
+        patch.setattr(capped.model, "forward", softcapped)
+        with pytest.raises(ValueError, match="transforms logits after the output embedding"):
+            score_items(capped, ITEMS, ScoreConfig())
+    monkeypatch.setattr(loaded.model.config, "sliding_window", 30, raising=False)
+    with pytest.raises(ValueError, match=r"max_length: a request of \d+ tokens exceeds the model's sliding window"):
+        score_items(loaded, ITEMS, ScoreConfig())
+    short = score_items(loaded, ITEMS, ScoreConfig(max_length=30))  # every input fits the window
+    np.testing.assert_allclose(short["logprob"].to_numpy(), np.concatenate(
+        [[sum(lps)] for lps, _ in reference(loaded, ITEMS, 30)]), atol=1e-5)
+
+
+def test_bfloat16_model_scores_in_float32_close_to_float32_model(tiny_model_dir, loaded):
+    half = load_model(ModelSpec(tiny_model_dir("gpt_neox"), device="cpu", dtype="bfloat16"))
+    a = score_items(loaded, ITEMS, ScoreConfig(token_budget=64))
+    b = score_items(half, ITEMS, ScoreConfig(token_budget=64))
+    assert b["token_logprobs"].dtype == pl.List(pl.Float32)
+    # bfloat16 weights and activations (8-bit mantissa) move per-token log-probs of about -7 by a few hundredths;
+    # a wrong mask (context or branch leaking) would move them by far more
+    np.testing.assert_allclose(b["token_logprobs"].explode().to_numpy(), a["token_logprobs"].explode().to_numpy(),
+                               atol=0.15)
+
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+             initializer_range=0.3)
+ARCHITECTURES = {
+    "opt": lambda v: transformers.OPTConfig(vocab_size=v, ffn_dim=48, word_embed_proj_dim=32, **SMALL),
+    "qwen2": lambda v: transformers.Qwen2Config(vocab_size=v, intermediate_size=48, num_key_value_heads=2, **SMALL),
+    "qwen3": lambda v: transformers.Qwen3Config(vocab_size=v, intermediate_size=48, num_key_value_heads=2,
+                                                head_dim=8, **SMALL),
+    "olmo": lambda v: transformers.OlmoConfig(vocab_size=v, intermediate_size=48, pad_token_id=0, **SMALL),
+    "olmo2": lambda v: transformers.Olmo2Config(vocab_size=v, intermediate_size=48, pad_token_id=0, **SMALL),
+    "phi": lambda v: transformers.PhiConfig(vocab_size=v, intermediate_size=48, **SMALL),
+    "mistral": lambda v: transformers.MistralConfig(vocab_size=v, intermediate_size=48, num_key_value_heads=2,
+                                                    sliding_window=None, **SMALL),
+    "gemma": lambda v: transformers.GemmaConfig(vocab_size=v, intermediate_size=48, num_key_value_heads=2,
+                                                head_dim=8, **SMALL),
+    # not packable: ALiBi built from the 2-D mask (BLOOM); local attention windows in row coordinates (GPT-Neo)
+    "bloom": lambda v: transformers.BloomConfig(vocab_size=v, hidden_size=32, n_layer=2, n_head=4,
+                                                initializer_range=0.3),
+    "gpt_neo": lambda v: transformers.GPTNeoConfig(vocab_size=v, hidden_size=32, num_layers=2, num_heads=4,
+                                                   max_position_embeddings=64, window_size=8,
+                                                   attention_types=[[["global", "local"], 1]], initializer_range=0.3),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_architectures_match_reference(tiny_model_dir, arch):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir("gpt_neox"))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(ARCHITECTURES[arch](len(tokenizer) + 12)).eval()
+    assert (model.config.model_type in PACKABLE_MODEL_TYPES) == (arch not in ("bloom", "gpt_neo"))
+    loaded = LoadedModel(model, tokenizer, arch, None, torch.device("cpu"), torch.float32, *count_parameters(model),
+                         max_length=64)
+    scores = score_items(loaded, ITEMS, ScoreConfig(token_budget=128))
+    np.testing.assert_allclose(scores["token_logprobs"].explode().to_numpy(),
+                               np.concatenate([lps for lps, _ in reference(loaded, ITEMS, 64)]), atol=1e-5)

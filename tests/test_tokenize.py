@@ -88,3 +88,5 @@ def test_build_requests_rejects_overlong_and_empty_continuations():
         build_requests(hand_tokenizer(False), [Item("m", "xa", ("b",), (0,))], max_length=8)  # x a|b → x ab
     with pytest.raises(ValueError, match="max_length"):
         build_requests(hand_tokenizer(False), [], max_length=0)
+    with pytest.raises(ValueError, match="item 'w': context '  ' has no tokens once its trailing whitespace moves"):
+        build_requests(hand_tokenizer(False), [Item("w", "  ", ("x",), (0,))], max_length=8)
