@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sacrebleu.metrics import BLEU
+
 from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig
 
 console = Console()
@@ -164,6 +166,7 @@ def _evaluate_modules(specs: Sequence[str]):
 
 def cmd_report(args) -> int:
     from metrics.analysis import analyse_folder
+    from metrics.text import BleuConfig
 
     modules, directions = _evaluate_modules(args.evaluate_module)
     result = analyse_folder(
@@ -171,6 +174,7 @@ def cmd_report(args) -> int:
         n_resamples=args.bootstrap,
         seed=args.seed,
         figures=not args.no_figures,
+        bleu=BleuConfig(tokenize=args.bleu_tokenize),
         extra_modules=modules,
         extra_directions=directions,
     )
@@ -241,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-figures", action="store_true", help="do not write PNG figures")
+    p.add_argument(
+        "--bleu-tokenize",
+        default="13a",
+        choices=sorted(BLEU.TOKENIZERS),
+        help="sacrebleu tokenizer for BLEU (default 13a; 'char' for answers of one word, such as numbers)",
+    )
     p.add_argument(
         "--evaluate-module",
         action="append",

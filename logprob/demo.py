@@ -16,9 +16,13 @@ from logprob.ladder import ADDITION_GEN_TASK, ADDITION_MC_TASK, LADDER_DIR, load
 from logprob.run import ProgressFactory, score_models
 from logprob.tasks import Task, load_jsonl
 from metrics.analysis import Analysis, analyse_folder
+from metrics.text import BleuConfig
 
 #: Answers are at most 5 digits plus the newline that ends them.
 DEMO_CONFIG = ScoreConfig(max_new_tokens=8)
+#: An answer is one "word" (a number), so word-level BLEU would equal exact match; character n-grams make BLEU
+#: the graded string similarity it is meant to be here. The setting travels in the metric table's signature.
+DEMO_BLEU = BleuConfig(tokenize="char")
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def run_demo(
 ) -> DemoResult:
     """Score, generate, analyse and draw; every table and figure lands in `out_dir`."""
     score_models(ladder_specs(ladder_dir), demo_tasks(n_items), out_dir, DEMO_CONFIG, progress=progress)
-    analysis = analyse_folder(out_dir, n_resamples=n_resamples)
+    analysis = analyse_folder(out_dir, n_resamples=n_resamples, bleu=DEMO_BLEU)
     return DemoResult(analysis, sharp_vs_smooth_summary(analysis.emergence))
 
 

@@ -18,7 +18,14 @@ from metrics.choice import choice_metrics
 from metrics.emergence import emergence
 from metrics.registry import MetricInfo
 from metrics.schema import GENERATIONS, SCORES, validate, write_parquet_atomic
-from metrics.text import EvaluationModuleLike, ExactMatchConfig, corpus_text_metrics, extra_metric, text_metrics
+from metrics.text import (
+    BleuConfig,
+    EvaluationModuleLike,
+    ExactMatchConfig,
+    corpus_text_metrics,
+    extra_metric,
+    text_metrics,
+)
 
 METRICS_FILE = "metrics.parquet"
 EMERGENCE_FILE = "emergence.parquet"
@@ -39,6 +46,7 @@ def analyse(
     *,
     bootstrap: BootstrapConfig = BootstrapConfig(),
     exact: ExactMatchConfig = ExactMatchConfig(),
+    bleu: BleuConfig = BleuConfig(),
     extra_modules: Sequence[EvaluationModuleLike] = (),
     extra_directions: Mapping[str, tuple[str, str]] | None = None,
 ) -> Analysis:
@@ -53,7 +61,7 @@ def analyse(
     has_gens = generations is not None and generations.height > 0
     if has_gens:
         validate(generations, GENERATIONS, "generations")
-        parts.append(text_metrics(generations, exact))
+        parts.append(text_metrics(generations, exact, bleu))
     extra_info = {}
     for module in extra_modules if has_gens else ():
         rows = extra_metric(generations, module)
@@ -65,7 +73,7 @@ def analyse(
     item_metrics = pl.concat([p.select(columns) for p in parts])
     metrics = aggregate(item_metrics, bootstrap, extra_info)
     if has_gens:
-        metrics = pl.concat([metrics, corpus_text_metrics(generations, bootstrap).select(metrics.columns)])
+        metrics = pl.concat([metrics, corpus_text_metrics(generations, bootstrap, bleu).select(metrics.columns)])
     metrics = metrics.sort("task", "non_embedding_params", "model", "metric")
     return Analysis(item_metrics, metrics, emergence(metrics))
 
@@ -76,6 +84,7 @@ def analyse_folder(
     n_resamples: int = 1000,
     seed: int = 0,
     figures: bool = True,
+    bleu: BleuConfig = BleuConfig(),
     extra_modules: Sequence[EvaluationModuleLike] = (),
     extra_directions: Mapping[str, tuple[str, str]] | None = None,
 ) -> Analysis:
@@ -91,6 +100,7 @@ def analyse_folder(
         scores,
         generations,
         bootstrap=BootstrapConfig(n_resamples=n_resamples, seed=seed),
+        bleu=bleu,
         extra_modules=extra_modules,
         extra_directions=extra_directions,
     )

@@ -3,12 +3,21 @@ temporary directory so they load through the same path as a hub model. No networ
 
 from __future__ import annotations
 
+import os
+
+# Nothing in the suite may reach a model hub: local paths only, and a typo fails at once instead of timing out.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, PreTrainedTokenizerFast
 
 torch.set_num_threads(1)  # tests share a few CPU cores; tiny models gain nothing from more threads
+
+#: Fixture files are data (a local `evaluate` module script among them), not tests or doctests.
+collect_ignore = ["fixtures"]
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. A naïve café serves crème brûlée 🙂 and jalapeño.",

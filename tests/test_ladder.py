@@ -14,7 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from logprob.ladder import ADDITION_GEN_TASK, ADDITION_MC_TASK, LADDER_DIR, data, load_manifest, train_ladder
-from logprob.ladder.train import DEFAULT_SIZES, LadderSize, lr_at, non_embedding_params
+from logprob.ladder.train import DEFAULT_SIZES, LadderSize, lr_at
+from logprob.model import count_parameters
 from logprob.tasks import load_jsonl
 
 MANIFEST = load_manifest()
@@ -43,13 +44,14 @@ def test_shipped_model_matches_manifest(entry):
     assert sum(p.numel() for p in model.parameters()) == entry["params"]
     assert entry["params"] == _llama_non_embedding(cfg["d_model"], cfg["n_layers"], cfg["d_ff"]) + 18 * cfg["d_model"]
     assert entry["non_embedding_params"] == _llama_non_embedding(cfg["d_model"], cfg["n_layers"], cfg["d_ff"])
-    assert non_embedding_params(model) == entry["non_embedding_params"]
+    assert count_parameters(model) == (entry["params"], entry["non_embedding_params"])
     digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
     assert digest == entry["sha256"]
     assert tokenizer.convert_ids_to_tokens(tokenizer("0123+4567=").input_ids) == list("0123+4567=")
 
 
 def test_ladder_spans_two_orders_of_magnitude_within_30_mb():
+    assert all(Path(m["directory"]).parent == LADDER_DIR for m in MODELS)
     counts = [m["non_embedding_params"] for m in MODELS]
     assert len(MODELS) >= 6
     assert counts == sorted(counts)
@@ -72,13 +74,16 @@ def test_greedy_generation_agrees_with_recorded_exact_match(entry):
     assert exact == pytest.approx(entry["heldout"]["exact_match"], abs=1e-6)
 
 
-def test_largest_model_is_good_smallest_is_not():
-    """The phenomenon the ladder exists for: exact match from ~0 to >= 0.8, per-token scores rising steadily."""
+def test_exact_match_jumps_while_per_token_scores_rise():
+    """The phenomenon the ladder exists for: exact match from ~0 to >= 0.8 with one big step between neighbours;
+    per-token accuracy and log-probability never fall by more than a saturated model's noise (0.005)."""
     exact = [m["heldout"]["exact_match"] for m in MODELS]
     assert exact[0] < 0.05 and exact[-1] >= 0.8
-    accuracy = [m["heldout"]["token_accuracy"] for m in MODELS]
-    logprob = [m["heldout"]["token_logprob"] for m in MODELS]
-    assert accuracy == sorted(accuracy) and logprob == sorted(logprob)
+    assert max(b - a for a, b in zip(exact, exact[1:])) > 0.5
+    for name in ("token_accuracy", "token_logprob"):
+        values = [m["heldout"][name] for m in MODELS]
+        assert all(b > a - 0.005 for a, b in zip(values, values[1:])), (name, values)
+        assert values[-1] - values[0] > 0.5
 
 
 def test_task_files_parse_and_are_correct():
@@ -172,12 +177,17 @@ def test_reduced_train_ladder_is_deterministic(tmp_path):
     assert [m["sha256"] for m in first["models"]] == [m["sha256"] for m in second["models"]]
     assert other["models"][0]["sha256"] != first["models"][0]["sha256"]
     manifest = load_manifest(tmp_path / "a")
-    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["models"][0]["name"] == manifest["models"][0]["name"]
+    # non-embedding: 4*8²+3*8*16+2*8+8 = 664 → "1k"; 4*16²+3*16*32+2*16+16 = 2608 → "3k"
+    assert [m["name"] for m in manifest["models"]] == ["micro-a-1k", "micro-b-3k"]
+    assert [m["non_embedding_params"] for m in manifest["models"]] == [664, 2608]
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["models"][0]["directory"] == "micro-a-1k"
     for entry in manifest["models"]:
         model = AutoModelForCausalLM.from_pretrained(entry["directory"])
         assert sum(p.numel() for p in model.parameters()) == entry["params"]
-        assert non_embedding_params(model) == _llama_non_embedding(entry["config"]["d_model"], 1, entry["config"]["d_ff"])
-    assert load_jsonl(tmp_path / "a" / manifest["tasks"]["multiple_choice"]).items == load_jsonl(ADDITION_MC_TASK).items
+        cfg = entry["config"]
+        assert count_parameters(model)[1] == _llama_non_embedding(cfg["d_model"], 1, cfg["d_ff"])
+    shipped_mc = load_jsonl(ADDITION_MC_TASK).items
+    assert load_jsonl(tmp_path / "a" / manifest["tasks"]["multiple_choice"]).items == shipped_mc
 
 
 def test_bad_input_is_named(tmp_path):
@@ -187,6 +197,7 @@ def test_bad_input_is_named(tmp_path):
         load_manifest(tmp_path / "missing")
 
 
-def test_default_sizes_have_distinct_names_and_grow():
-    assert len({s.name for s in DEFAULT_SIZES}) == len(DEFAULT_SIZES)
+def test_default_sizes_are_the_shipped_ladder_and_grow():
     assert [s.name for s in DEFAULT_SIZES] == [m["name"].rsplit("-", 1)[0] for m in MODELS]
+    counts = [_llama_non_embedding(s.d_model, s.n_layers, s.d_ff) for s in DEFAULT_SIZES]
+    assert all(b > a for a, b in zip(counts, counts[1:]))

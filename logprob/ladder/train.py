@@ -23,6 +23,7 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from logprob.ladder import data
+from logprob.model import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,17 @@ class LadderSize:
 # Pythia-style: every rung sees the same problems for the same number of steps; only the size changes, and depth
 # grows with width. Measured with this seed at 1500 steps, models either stay on a plateau (leading digits only,
 # from the operands' magnitude) or escape it and learn digit-aligned addition. For 2-layer models the escape is
-# seed-dependent: d28 and d48 (25k, 74k) stayed on the plateau while d32 and d40 escaped, so the ladder takes
-# 2 layers only up to d40 and 3 layers above (3-layer d48, d64 and d128 all escaped by step ~1100).
+# seed-dependent: d24 and d28 stayed on the plateau, d32 and d40 escaped, and d48 (74k) stayed on it again, so the
+# ladder takes 2 layers only up to d40 and 3 layers above (3-layer d48, d64 and d128 all escaped by step ~1100).
 DEFAULT_SIZES: tuple[LadderSize, ...] = (
     LadderSize("ladder-00", d_model=8, n_layers=1, n_heads=2, d_ff=32, steps=1500, lr=3e-3),
     LadderSize("ladder-01", d_model=16, n_layers=1, n_heads=2, d_ff=64, steps=1500, lr=3e-3),
     LadderSize("ladder-02", d_model=24, n_layers=2, n_heads=2, d_ff=96, steps=1500, lr=3e-3),
-    LadderSize("ladder-03", d_model=32, n_layers=2, n_heads=4, d_ff=128, steps=1500, lr=3e-3),
-    LadderSize("ladder-04", d_model=40, n_layers=2, n_heads=4, d_ff=160, steps=1500, lr=3e-3),
-    LadderSize("ladder-05", d_model=64, n_layers=3, n_heads=4, d_ff=256, steps=1500, lr=3e-3),
-    LadderSize("ladder-06", d_model=128, n_layers=3, n_heads=4, d_ff=512, steps=1500, lr=2e-3),
+    LadderSize("ladder-03", d_model=28, n_layers=2, n_heads=2, d_ff=112, steps=1500, lr=3e-3),
+    LadderSize("ladder-04", d_model=32, n_layers=2, n_heads=4, d_ff=128, steps=1500, lr=3e-3),
+    LadderSize("ladder-05", d_model=40, n_layers=2, n_heads=4, d_ff=160, steps=1500, lr=3e-3),
+    LadderSize("ladder-06", d_model=64, n_layers=3, n_heads=4, d_ff=256, steps=1500, lr=3e-3),
+    LadderSize("ladder-07", d_model=128, n_layers=3, n_heads=4, d_ff=512, steps=1500, lr=2e-3),
 )
 
 
@@ -80,15 +82,6 @@ def build_model(size: LadderSize, tokenizer: PreTrainedTokenizerFast) -> LlamaFo
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(config)
-
-
-def non_embedding_params(model: torch.nn.Module) -> int:
-    """Kaplan et al. (2020) N: every distinct parameter except token/position embeddings and an untied output
-    head. `model.parameters()` yields a tied tensor once, so tied embeddings are counted (and excluded) once."""
-    embeddings = {id(model.get_input_embeddings().weight)}
-    if model.get_output_embeddings() is not None:
-        embeddings.add(id(model.get_output_embeddings().weight))
-    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
 
 
 def lr_at(step: int, steps: int, lr: float) -> float:
@@ -204,6 +197,10 @@ def train_ladder(
     AutoModelForCausalLM / AutoTokenizer), write the held-out task files to `tasks_dir` (default
     `out_dir/tasks`) and `out_dir/manifest.json`; returns the manifest.
 
+    Per model the manifest records the architecture, parameter counts (Kaplan et al. 2020: non-embedding excludes
+    the tied token embedding), steps, batch, learning rate, wall and CPU seconds, the final train loss (mean of the
+    last 50 steps), the held-out scores of `evaluate_heldout` and the sha256 of model.safetensors.
+
     `progress(model_name, step, total_steps, loss)` is called after every optimiser step. `threads`, if given,
     sets torch's intra-op thread count for the run (restored afterwards); results are bit-identical only for the
     same seed, data seed and thread count on the same machine.
@@ -226,7 +223,7 @@ def train_ladder(
             on_step = None if progress is None else (lambda step, loss, s=size: progress(s.name, step, s.steps, loss))
             model, final_loss = train_model(size, tokenizer, heldout, seed, data_seed, on_step)
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-            n_non_embedding = non_embedding_params(model)
+            n_params, n_non_embedding = count_parameters(model)
             name = f"{size.name}-{short_count(n_non_embedding)}"
             model_dir = out_dir / name
             if model_dir.exists():
@@ -242,7 +239,7 @@ def train_ladder(
                     "directory": name,
                     "config": {k: v for k, v in asdict(size).items() if k in ("d_model", "n_layers", "n_heads", "d_ff")}
                     | {"vocab_size": len(tokenizer), "architecture": "LlamaForCausalLM", "tied_embeddings": True},
-                    "params": sum(p.numel() for p in model.parameters()),
+                    "params": n_params,
                     "non_embedding_params": n_non_embedding,
                     "train_steps": size.steps,
                     "batch_size": size.batch_size,
