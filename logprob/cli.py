@@ -206,12 +206,12 @@ def cmd_ladder_train(args) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console) as bar:
         tasks: dict[str, int] = {}
 
-        def progress(model: str, done: int, total: int) -> None:
+        def progress(model: str, step: int, total: int, loss: float) -> None:
             if model not in tasks:
                 tasks[model] = bar.add_task(model, total=total)
-            bar.update(tasks[model], completed=done)
+            bar.update(tasks[model], completed=step, description=f"{model} loss {loss:.3f}")
 
-        manifest = train_ladder(Path(args.out), seed=args.seed, progress=progress)
+        manifest = train_ladder(Path(args.out), seed=args.seed, progress=progress, threads=args.threads)
     console.print(f"wrote {len(manifest['models'])} models and manifest.json to {args.out}")
     return 0
 
@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     ladder_sub = p.add_subparsers(dest="ladder_command", required=True)
     t = ladder_sub.add_parser("train", help="retrain the built-in ladder from scratch (seeded)")
     t.add_argument("--out", required=True, help="folder for the checkpoints and manifest.json")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="training seed (the held-out problems keep their own seed)")
+    t.add_argument("--threads", type=int, default=1, help="torch threads; the shipped ladder was trained with 1")
     t.set_defaults(func=cmd_ladder_train)
     return parser
 

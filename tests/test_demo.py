@@ -1,0 +1,79 @@
+"""The demo on a reduced setting, and the shipped ladder measured through scalelens against its own manifest."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from logprob.config import ScoreConfig
+from logprob.demo import demo_tasks, ladder_specs, run_demo, sharp_vs_smooth_summary
+from logprob.ladder import ADDITION_GEN_TASK, load_manifest
+from logprob.run import score_models
+from logprob.tasks import load_jsonl
+from metrics.choice import choice_metrics
+from metrics.schema import EMERGENCE, METRICS, validate
+
+
+def test_demo_reduced_writes_tables_figures_and_summary(tmp_path):
+    result = run_demo(tmp_path, n_items=12, n_resamples=50)
+    for name in ("scores", "generations", "metrics", "emergence", "item_metrics"):
+        assert (tmp_path / f"{name}.parquet").exists()
+    metrics = validate(pl.read_parquet(tmp_path / "metrics.parquet"), METRICS, "metrics")
+    validate(result.analysis.emergence, EMERGENCE, "emergence")
+    n_models = len(load_manifest()["models"])
+    assert metrics.filter(pl.col("metric") == "exact_match")["n_items"].to_list() == [12] * n_models
+    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == [
+        "addition_gen_generative.png",
+        "addition_gen_metrics.png",
+        "addition_mc_logprob_gap.png",
+        "addition_mc_metrics.png",
+    ]
+    assert "addition_mc:" in result.summary and "addition_gen:" in result.summary
+    # The demo's BLEU is character-level, and says so where the number is.
+    bleu = metrics.filter(pl.col("metric") == "corpus_bleu")["signature"][0]
+    assert "tok:char" in bleu
+
+
+def test_demo_refuses_a_non_positive_item_count():
+    with pytest.raises(ValueError, match="--items"):
+        demo_tasks(0)
+
+
+def test_scalelens_reproduces_the_ladder_manifest(tmp_path):
+    """The ladder's training code measured held-out exact match, per-token accuracy and per-token log-prob with its
+    own teacher-forced loop; the scorer and metrics, a separate implementation, must find the same numbers."""
+    manifest = {m["name"]: m["heldout"] for m in load_manifest()["models"]}
+    task = load_jsonl(ADDITION_GEN_TASK)
+    scores, _ = score_models(ladder_specs(), [task], tmp_path, ScoreConfig(), generate=False)
+    per_model = (
+        choice_metrics(scores)
+        .filter(pl.col("metric").is_in(["exact_match_greedy", "per_token_accuracy", "logprob_target_per_token"]))
+        .group_by("model", "metric")
+        .agg(pl.col("value").mean())
+    )
+    assert sorted(per_model["model"].unique().to_list()) == sorted(manifest)
+    for model, metric, value in per_model.iter_rows():
+        expected = manifest[model][
+            {"exact_match_greedy": "exact_match", "per_token_accuracy": "token_accuracy",
+             "logprob_target_per_token": "token_logprob"}[metric]
+        ]
+        assert math.isclose(value, expected, abs_tol=1e-4), (model, metric, value, expected)
+
+
+def test_summary_reads_the_emergence_table():
+    emergence = pl.DataFrame(
+        {
+            "task": ["t", "t", "t"],
+            "metric": ["exact_match", "logprob_target", "brier_score"],
+            "kind": ["sharp", "smooth", "smooth"],
+            "direction": ["higher", "higher", "lower"],
+            "linearity": [2.2, 4.0, 3.9],
+            "breakthroughness": [float("inf"), 4.0, 3.5],
+            "n_models": [5, 5, 5],
+        }
+    )
+    text = sharp_vs_smooth_summary(emergence)
+    assert "exact_match (B=∞, L=2.20)" in text
+    assert text.index("logprob_target") < text.index("brier_score")  # most breakthrough first
