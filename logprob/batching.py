@@ -3,14 +3,15 @@
 A *segment* is one context followed by one branch per continuation that shares it:
 `ctx + cont_1[:-1] + cont_2[:-1] + ...`. Each branch attends to the whole context and causally to itself, and its
 position ids continue from the context length, so it sees exactly `ctx + cont_j[:-1]`, as if scored alone; the
-context is computed once for every choice. Segments are packed, longest first, into rows of a forward pass; each
-token carries (segment, branch) labels from which `score.attention_mask` builds the block mask. Every scored token
-knows its slot in the output, so results land in request order whatever the packing (the plan is invertible).
+context is computed once for every choice. Segments are packed, longest first and best-fit, into rows, and rows of
+similar fill share a forward pass, so little of a pass is padding; each token carries (segment, branch) labels from
+which `score.attention_mask` builds the block mask. Every scored token knows its slot in the output, so results land
+in request order whatever the packing (the plan is invertible).
 """
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ import numpy as np
 from logprob.tokenize import Request
 
 #: Shortest row a forward pass packs segments into. Attention work per token grows with the row length, so rows stay
-#: short unless a segment is longer; short segments then share a row instead of each padding one.
+#: short unless a segment is longer; short segments then share a row instead of each padding one. (128 halves the
+#: attention work of 100-token items and helped with one thread, but not with two on a busy machine.)
 ROW_TOKENS = 256
 
 
@@ -56,6 +58,7 @@ class PackedBatch:
     target_ids: np.ndarray  # (N_t,) int64
     target_slots: np.ndarray  # (N_t,) int64
     n_requests: int
+    causal: bool  # every row is one unpadded sequence (a segment with at most one branch): a plain causal mask is exact
 
 
 def make_segments(requests: Sequence[Request], share_contexts: bool, budget: int) -> list[Segment]:
@@ -98,39 +101,43 @@ def pack(lengths: Sequence[int], budget: int, row_tokens: int = ROW_TOKENS,
          stack: bool = True) -> list[list[list[int]]]:
     """Plan forward passes: a list of passes, each a list of rows, each a list of segment indices.
 
-    Segments go longest first (out-of-memory errors then hit the first pass). A pass has rows of capacity
-    R = max(its longest segment, row_tokens) and at most max(1, budget // R) rows, so it holds at most
-    max(budget, longest segment) padded tokens. Each segment opens a new row while the pass may have more, else joins
-    the emptiest row (worst-fit: rows stay level, and a pass is padded only to its fullest row); when even that row
-    cannot take it, a new pass starts. A heap keeps this O(S log rows). With `stack=False` every row holds one
-    segment (right-padded rows, for models that cannot take a packed mask).
+    Rows first: segments longest first, each into the fullest row that still has room for it (best-fit decreasing)
+    in rows of min(row_tokens, budget) tokens; a longer segment has a row of its own. Rows thus come out nearly full.
+    Then passes: rows by fill, fullest first, each pass taking as many rows as fit the budget at the width of its first
+    (widest) row, at least one. A pass is padded only by the fill differences of neighbouring rows, it holds at most
+    max(budget, longest segment) padded tokens, and the first pass is the largest (out-of-memory errors hit it first).
+    With `stack=False` every row holds one segment (right-padded rows, for models that cannot take a packed mask).
 
-    >>> pack([5, 2, 9, 3], budget=12, row_tokens=4)
+    >>> pack([5, 2, 9, 3], budget=12, row_tokens=5)
     [[[2]], [[0], [3, 1]]]
-    >>> pack([5, 2, 9, 3], budget=12, row_tokens=4, stack=False)
+    >>> pack([5, 2, 9, 3], budget=12, row_tokens=5, stack=False)
     [[[2]], [[0], [3]], [[1]]]
     """
     if budget < 1:
         raise ValueError(f"token_budget: expected a positive token count, got {budget}")
-    order = sorted(range(len(lengths)), key=lambda s: -lengths[s])
-    passes: list[list[list[int]]] = []
-    fill: list[tuple[int, int]] = []  # heap of (tokens used, row index) of the current pass
-    cap = max_rows = 0
-    for s in order:
+    cap = min(row_tokens, budget)
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    room: list[tuple[int, int]] = []  # sorted (free tokens, row index) of rows that may take another segment
+    for s in sorted(range(len(lengths)), key=lambda s: -lengths[s]):
         n = lengths[s]
-        if len(fill) < max_rows:
-            row = len(passes[-1])
-            passes[-1].append([s])
-            heapq.heappush(fill, (n, row))
-        elif stack and fill and fill[0][0] + n <= cap:
-            used, row = heapq.heappop(fill)
-            passes[-1][row].append(s)
-            heapq.heappush(fill, (used + n, row))
-        else:  # a new pass, sized by this (its longest) segment
-            cap = max(n, min(row_tokens, budget))
-            max_rows = max(1, budget // cap)
-            passes.append([[s]])
-            fill = [(n, 0)]
+        at = bisect.bisect_left(room, (n, -1))  # the row with the least room that still fits n
+        if stack and at < len(room):
+            free, r = room.pop(at)
+            rows[r].append(s)
+            fill[r] += n
+            bisect.insort(room, (free - n, r))
+        else:
+            rows.append([s])
+            fill.append(n)
+            bisect.insort(room, (cap - n, len(rows) - 1))
+    passes: list[list[list[int]]] = []
+    order = sorted(range(len(rows)), key=lambda r: -fill[r])
+    at = 0
+    while at < len(order):
+        take = max(1, budget // fill[order[at]])
+        passes.append([rows[r] for r in order[at:at + take]])
+        at += take
     return passes
 
 
@@ -142,6 +149,7 @@ def build_batch(segments: Sequence[Segment], rows: Sequence[Sequence[int]], slot
     position_ids = np.zeros((n_rows, width), dtype=np.int64)
     segment = -1 - np.arange(n_rows * width, dtype=np.int64).reshape(n_rows, width)  # padding: alone, own label
     branch = np.zeros((n_rows, width), dtype=np.int64)
+    causal = True
     needed: list[int] = []
     target_needed: list[np.ndarray] = []
     target_ids: list[tuple[int, ...]] = []
@@ -149,6 +157,7 @@ def build_batch(segments: Sequence[Segment], rows: Sequence[Sequence[int]], slot
     n_requests = 0
     for b, row in enumerate(rows):
         at = 0
+        causal &= len(row) == 1 and len(segments[row[0]].branches) <= 1 and segments[row[0]].length == width
         for s in row:
             seg = segments[s]
             n = len(seg.context_ids)
@@ -177,4 +186,5 @@ def build_batch(segments: Sequence[Segment], rows: Sequence[Sequence[int]], slot
         target_ids=np.fromiter((t for ids in target_ids for t in ids), dtype=np.int64),
         target_slots=np.concatenate(target_slots).astype(np.int64),
         n_requests=n_requests,
+        causal=causal,
     )

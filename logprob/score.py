@@ -8,6 +8,13 @@ never to the (B, R, V) grid.
 Model families in PACKABLE_MODEL_TYPES get packed rows (shared contexts, a custom 4-D mask, explicit position ids;
 transformers returns a 4-D mask as given, `masking_utils._preprocess_mask_arguments`). Any other causal LM is scored
 one request per right-padded row under its own causal mask: slower, same numbers.
+
+Speed choices, measured on CPU (Pythia-70m shape, float32, interleaved A/B; see the tuning report): rows are
+filled best-fit and rows of similar fill share a pass, so a pass is barely padded (4-choice items: 17% fewer grid
+tokens); passes stay large (CPU_TOKEN_BUDGET), not one per long sequence: many small passes lost badly with two
+threads on a busy machine; a pass of unpadded plain sequences gets no mask (SDPA's causal kernel); the (chunk, V)
+logits and 0/1 buffers live across passes in a `Scratch`, as fresh ones page-fault on first write; logits chunks
+stay large (smaller ones re-stream the (V, H) head weight and were slower).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from metrics.schema import SCORES
 
 log = logging.getLogger(__name__)
 
-#: Token budget of one forward pass on CPU (ScoreConfig.token_budget=None).
+#: Token budget of one forward pass on CPU (ScoreConfig.token_budget=None). 2048 used 4-10% less CPU time with one
+#: thread, but was 5-25% slower with two threads on a busy machine (more passes, more thread barriers).
 CPU_TOKEN_BUDGET = 4096
 #: Rows of float32 logits per output-embedding chunk: (rows, vocab) <= this many elements (128 MiB). Larger chunks
 #: keep the (rows, H) x (H, V) product efficient on CPU BLAS; two such buffers exist at once.
@@ -64,16 +72,32 @@ def attention_mask(segment: torch.Tensor, branch: torch.Tensor, dtype: torch.dty
     return torch.where(allowed, zero, blocked)[:, None]  # (B, 1, R, R)
 
 
+class Scratch:
+    """float32 (rows, V) work buffers kept across forward passes: a fresh one costs a page fault per 4 KiB on its
+    first write on every pass (measured: the first comparison into a new 60 MB buffer took 3.5x as long as into a
+    reused one)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, rows: int, cols: int, device: torch.device) -> torch.Tensor:
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols or buf.device != device:
+            buf = self._buffers[name] = torch.empty(rows, cols, dtype=torch.float32, device=device)
+        return buf[:rows]  # (rows, cols)
+
+
 @torch.inference_mode()
 def token_scores(hidden: torch.Tensor, head: torch.nn.Module, target_needed: torch.Tensor,
-                 target_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                 target_ids: torch.Tensor, scratch: Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob and rank of each target token from the hidden states that predict it.
 
     hidden (N_u, H) are the needed positions; target k is predicted by hidden[target_needed[k]] and has id
     target_ids[k]. Logits are upcast to float32 before the log-softmax. Rank = 1 + (tokens with a strictly greater
     log-prob) + (tokens with an equal log-prob and a smaller id): the target's place in a stable descending sort, so
     rank 1 exactly when `argmax` (which returns the first maximal index, as lm-eval's greedy check uses) is the target.
-    Work is chunked so that no more than LOGIT_CHUNK_ELEMENTS logits exist at once, in two reused buffers.
+    Work is chunked so that no more than LOGIT_CHUNK_ELEMENTS logits exist at once, in two buffers from `scratch`
+    (reused across calls when the caller keeps it).
     """
     N_t, N_u = target_ids.shape[0], hidden.shape[0]
     order = torch.argsort(target_needed, stable=True)  # (N_t,) targets grouped by predicting position
@@ -82,9 +106,10 @@ def token_scores(hidden: torch.Tensor, head: torch.nn.Module, target_needed: tor
     rank = torch.empty(N_t, dtype=torch.int64, device=hidden.device)
     V = head.weight.shape[0]
     step = max(1, LOGIT_CHUNK_ELEMENTS // V)
+    scratch = scratch or Scratch()
     plain = type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == torch.float32
-    logits_buf = torch.empty(min(step, N_u), V, dtype=torch.float32, device=hidden.device) if plain else None
-    flags = torch.empty(min(step, N_t), V, dtype=torch.float32, device=hidden.device)  # (step, V) 0/1 scratch
+    logits_buf = scratch.get("logits", min(step, N_u), V, hidden.device) if plain else None  # (step, V)
+    flags = scratch.get("flags", min(step, N_t), V, hidden.device)  # (step, V) 0/1 scratch
     bounds = torch.searchsorted(sorted_needed, torch.arange(0, N_u + step, step, device=hidden.device))
     for c, start in enumerate(range(0, N_u, step)):
         lo, hi = bounds[c].item(), bounds[c + 1].item()  # targets predicted in this chunk of positions
@@ -138,7 +163,8 @@ def _rank(rows: torch.Tensor, ids: torch.Tensor, flags: torch.Tensor) -> tuple[t
 
 
 def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, device: torch.device,
-             dtype: torch.dtype, packed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+             dtype: torch.dtype, packed: bool = True,
+             scratch: Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass of a batch → (log-prob, rank) per scored token, in `batch.target_slots` order.
 
     packed: the (segment, branch) 4-D mask and explicit position ids. Otherwise every row is one request,
@@ -148,7 +174,9 @@ def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, d
         return torch.from_numpy(a).to(device)
 
     input_ids = as_tensor(batch.input_ids)  # (B, R)
-    if packed:
+    if batch.causal:  # no mask: SDPA takes its causal kernel instead of reading a dense (B, 1, R, R) mask
+        hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state  # (B, R, H)
+    elif packed:
         mask = attention_mask(as_tensor(batch.segment), as_tensor(batch.branch), dtype)  # (B, 1, R, R)
         hidden = base(input_ids=input_ids, position_ids=as_tensor(batch.position_ids), attention_mask=mask,
                       use_cache=False).last_hidden_state  # (B, R, H)
@@ -157,7 +185,7 @@ def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, d
         hidden = base(input_ids=input_ids, attention_mask=padding, use_cache=False).last_hidden_state  # (B, R, H)
     B, R, H = hidden.shape
     needed = hidden.reshape(B * R, H)[as_tensor(batch.needed)]  # (N_u, H)
-    return token_scores(needed, head, as_tensor(batch.target_needed), as_tensor(batch.target_ids))
+    return token_scores(needed, head, as_tensor(batch.target_needed), as_tensor(batch.target_ids), scratch)
 
 
 def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -240,6 +268,7 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
 
     logprob = torch.empty(int(n_tokens.sum()), dtype=torch.float32)
     rank = torch.empty(int(n_tokens.sum()), dtype=torch.int64)
+    scratch = Scratch()
     pending = list(range(len(segments)))
     while pending:
         done: set[int] = set()
@@ -247,7 +276,7 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
             for rows in pack([segments[s].length for s in pending], budget, stack=packed):
                 rows = [[pending[i] for i in row] for row in rows]
                 batch = build_batch(segments, rows, slots)
-                lp, rk = run_pass(base, head, batch, loaded.device, loaded.dtype, packed)
+                lp, rk = run_pass(base, head, batch, loaded.device, loaded.dtype, packed, scratch=scratch)
                 out = torch.from_numpy(batch.target_slots)
                 logprob[out], rank[out] = lp.cpu(), rk.cpu()
                 done.update(s for row in rows for s in row)
@@ -258,6 +287,7 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
             if len(rows) == 1 and len(rows[0]) == 1:
                 raise
             budget = max(1, budget // 2)
+            scratch = Scratch()  # let the cache below free the old buffers too
             pending = [s for s in pending if s not in done]
             torch.cuda.empty_cache()
             log.warning("out of memory: retrying %d segments with token budget %d", len(pending), budget)

@@ -78,3 +78,27 @@ def test_plan_is_invertible_under_any_packing():
             batch = build_batch(segs, rows, slots)
             out[batch.target_slots] = batch.target_ids
         assert (out == expected).all()
+
+
+def test_pack_fills_rows_before_padding_a_pass():
+    # rows of 10: best fit pairs 6+4, 6+4, 5+5 (full rows, no padding); spreading the segments over the 4 rows the
+    # budget allows (one each, then 4s into the emptiest) would give rows 6, 6, 9, 9: 36 grid tokens for 30
+    lengths = [6, 6, 5, 5, 4, 4]
+    plan = pack(lengths, budget=40, row_tokens=10)
+    assert plan == [[[0, 4], [1, 5], [2, 3]]]
+    widths = [max(sum(lengths[s] for s in r) for r in rows) * len(rows) for rows in plan]
+    assert widths == [30]  # 30 grid tokens for 30 real ones
+
+
+def test_build_batch_marks_plain_causal_rows_only():
+    reqs = [Request(0, 0, (1, 2), (3, 4)), Request(1, 0, (5, 6), (7, 8)), Request(2, 0, (1, 2), (3,)),
+            Request(2, 1, (1, 2), (4,))]
+    slots = np.array([0, 2, 4, 5])
+    segs = make_segments(reqs, True, budget=100)  # (0,), (1,): one branch each; (2, 3): two branches on (1, 2)
+    assert [s.requests for s in segs] == [(0, 2, 3), (1,)]
+    segs = make_segments(reqs, False, budget=100)  # one request per segment
+    assert build_batch(segs, [[0], [1]], slots).causal  # two rows, one 3-token sequence each, no padding
+    assert not build_batch(segs, [[0, 1]], slots).causal  # two sequences in one row need the block mask
+    assert not build_batch(segs, [[0], [2]], slots).causal  # row 1 (2 tokens) is padded to 3
+    shared = make_segments(reqs, True, budget=100)
+    assert not build_batch(shared, [[0]], slots).causal  # branches after a shared context need the branch mask

@@ -124,12 +124,12 @@ def test_out_of_memory_halves_budget_and_keeps_results(loaded, monkeypatch):
     expected = score_items(loaded, ITEMS, ScoreConfig(token_budget=400))
     real, calls = score_module.run_pass, []
 
-    def flaky(base, head, batch, device, dtype, packed):
+    def flaky(base, head, batch, device, dtype, packed, **kwargs):
         n_segments = len(np.unique(batch.segment[batch.segment >= 0]))
         calls.append(n_segments)
         if n_segments > 1:  # "out of memory" for any pass holding more than one segment
             raise torch.OutOfMemoryError("simulated")
-        return real(base, head, batch, device, dtype, packed)
+        return real(base, head, batch, device, dtype, packed, **kwargs)
 
     monkeypatch.setattr(score_module, "run_pass", flaky)
     seen = []
@@ -246,3 +246,19 @@ def test_architectures_match_reference(tiny_model_dir, arch):
     scores = score_items(loaded, ITEMS, ScoreConfig(token_budget=128))
     np.testing.assert_allclose(scores["token_logprobs"].explode().to_numpy(),
                                np.concatenate([lps for lps, _ in reference(loaded, ITEMS, 64)]), atol=1e-5)
+
+
+def test_plain_causal_passes_match_reference(loaded, monkeypatch):
+    real, seen = score_module.run_pass, []
+
+    def recording(base, head, batch, *args, **kwargs):
+        seen.append(batch.causal)
+        return real(base, head, batch, *args, **kwargs)
+
+    monkeypatch.setattr(score_module, "run_pass", recording)
+    scores = score_items(loaded, ITEMS, ScoreConfig(token_budget=1, share_contexts=False))  # one request per pass
+    assert all(seen) and len(seen) == 16  # every pass a single unpadded sequence: no 4-D mask
+    np.testing.assert_allclose(scores["token_logprobs"].explode().to_numpy(),
+                               np.concatenate([lps for lps, _ in reference(loaded, ITEMS, loaded.max_length)]),
+                               atol=1e-5)
+    assert scores["token_ranks"].to_list() == [ranks for _, ranks in reference(loaded, ITEMS, loaded.max_length)]
