@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shlex
 import shutil
 import subprocess
@@ -542,7 +541,7 @@ def render(report: dict) -> tuple[str, str]:
         f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}, transformers "
         f"{m['transformers']}, lm_eval {m['lm_eval']}; torch threads {report['threads']}; {m['date']}; "
         f"load average at start {m['load']}.",
-        f"Model: Pythia-70m shape (GPT-NeoX, hidden 512, 6 layers, vocab 50,304), random weights, float32, CPU.",
+        "Model: Pythia-70m shape (GPT-NeoX, hidden 512, 6 layers, vocab 50,304), random weights, float32, CPU.",
         f"Agreement: on every request all methods agree on is_greedy and on the summed log-prob within "
         f"{ATOL:g} + {RTOL:g}·|logprob| (float32 resolution of long sums; largest |Δ| per workload below).",
         "Tokens = context + continuation tokens per request as lm-eval counts them, summed; the same count for every "

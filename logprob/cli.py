@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from rich.table import Table
 from sacrebleu.metrics import BLEU
 
 from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig
+from metrics.emergence import format_score
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,14 +54,6 @@ def model_progress():
 # tables for people
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return f"{x:.{digits}f}"
-
-
 def _fmt_params(n: int) -> str:
     for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= scale:
@@ -84,7 +76,7 @@ def metrics_table(metrics: pl.DataFrame, task: str) -> Table:
         values = []
         for model, _ in models.iter_rows():
             r = cells.get((metric, model))
-            values.append("" if r is None else f"{_fmt(r['mean'])}\n[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+            values.append("" if r is None else f"{format_score(r['mean'], 3)}\n[{format_score(r['ci_low'], 3)}, {format_score(r['ci_high'], 3)}]")
         table.add_row(f"{metric} {arrow}", kind, *values, style="magenta" if kind == "sharp" else "cyan")
     return table
 
@@ -98,7 +90,7 @@ def emergence_table(emergence: pl.DataFrame, task: str) -> Table:
     for r in rows.iter_rows(named=True):
         style = "magenta" if r["kind"] == "sharp" else "cyan"
         table.add_row(
-            r["metric"], r["kind"], _fmt(r["linearity"], 2), _fmt(r["breakthroughness"], 2), str(r["n_models"]), style=style
+            r["metric"], r["kind"], format_score(r["linearity"]), format_score(r["breakthroughness"]), str(r["n_models"]), style=style
         )
     return table
 

@@ -22,6 +22,8 @@ denominators are 1, so L = B = n − 1. Decisions where the formulas are undefin
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from metrics.registry import LOWER
@@ -88,3 +90,15 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
     )
     return validate(out.select(list(EMERGENCE)).sort(keys), EMERGENCE, "emergence")
 
+
+def format_score(value: float | None, digits: int = 2) -> str:
+    """A number for people: `digits` decimals, ∞ for infinities (a breakthroughness can be one), n/a for null.
+
+    >>> [format_score(v) for v in (2.0, float("inf"), -float("inf"), None, float("nan"))]
+    ['2.00', '∞', '−∞', 'n/a', 'n/a']
+    """
+    if value is None or math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.{digits}f}"

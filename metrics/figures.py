@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
 from metrics.registry import HIGHER, SHARP
+from metrics.emergence import format_score
 from metrics.schema import EMERGENCE, METRICS, validate
 
 #: Okabe & Ito (2008) colour-blind-safe pair: vermillion for sharp (all-or-nothing) metrics, blue for smooth ones.
@@ -52,19 +53,6 @@ UNITS = {
 GENERATIVE_METRICS = ("exact_match", "bleu", "chrf", "token_edit_distance", "token_edit_distance_norm")
 PREDICTED = "predicted_exact_match"
 GAP_METRICS = ("logprob_target", "logprob_best_distractor", "margin")
-
-
-def format_score(value: float | None) -> str:
-    """Linearity or breakthroughness for a label: two decimals, ∞ for infinities, n/a for null.
-
-    >>> [format_score(v) for v in (2.0, float("inf"), -float("inf"), None, float("nan"))]
-    ['2.00', '∞', '−∞', 'n/a', 'n/a']
-    """
-    if value is None or math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    return f"{value:.2f}"
 
 
 def y_label(metric: str, direction: str) -> str:
