@@ -79,6 +79,15 @@ def test_score_then_report_produces_every_table(ladder, small_task, tmp_path, ca
                                                                         "emoji_movie_logprob_gap.png",
                                                                         "emoji_movie_metrics.png"]
 
+    # An extra metric from a local `evaluate` module script, read with lower-is-better as asked.
+    module = Path(__file__).parent / "fixtures" / "evaluate_modules" / "char_overlap.py"
+    assert main(["report", str(out), "--bootstrap", "20", "--no-figures", "--evaluate-module", f"{module}:lower"]) == 0
+    extra = pl.read_parquet(out / "metrics.parquet").filter(pl.col("metric").str.starts_with("char_overlap_"))
+    assert set(extra["metric"]) == {"char_overlap_overlap", "char_overlap_length"}
+    assert set(extra["direction"]) == {"lower"} and set(extra["kind"]) == {"smooth"}
+    assert extra.height == 2 * len(ladder)
+    assert main(["report", str(out), "--evaluate-module", f"{module}:sideways"]) == 2
+
 
 def test_scores_match_a_plain_forward_pass(ladder, small_task, tmp_path):
     """The stored logprob of a choice equals one full forward pass over context + continuation, done here."""
