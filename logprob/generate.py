@@ -36,12 +36,12 @@ from logprob.model import LoadedModel
 from logprob.score import auto_token_budget
 from logprob.tasks import Item
 from logprob.tokenize import encode_pairs
-from metrics.schema import GENERATIONS, GENERATIVE, MODEL_COLUMNS
+from metrics.schema import GENERATIONS, GENERATIVE, per_model_columns
 
 log = logging.getLogger(__name__)
 
 #: Output columns: GENERATIONS without the model and task columns, which the caller adds.
-COLUMNS: dict[str, pl.DataType] = {k: v for k, v in GENERATIONS.items() if k not in MODEL_COLUMNS and k != "task"}
+COLUMNS: dict[str, pl.DataType] = per_model_columns(GENERATIONS)
 
 #: Padding id. Any in-vocabulary id works: padded positions are masked out of attention and never read.
 PAD_ID = 0

@@ -163,10 +163,11 @@ def score_models(
             write_parquet_atomic(gens, gens_path)
         del loaded
 
-    empty_gens = pl.DataFrame(schema={**GENERATIONS, **PROVENANCE})
-    return scores if scores is not None else pl.DataFrame(schema={**SCORES, **PROVENANCE}), (
-        gens if gens is not None else empty_gens
-    )
+    if scores is None:  # no model and no task rows: nothing was scored
+        scores = pl.DataFrame(schema={**SCORES, **PROVENANCE})
+    if gens is None:
+        gens = pl.DataFrame(schema={**GENERATIONS, **PROVENANCE})
+    return scores, gens
 
 
 def _with_provenance(frame: pl.DataFrame, provenance: dict, schema: dict[str, pl.DataType]) -> pl.DataFrame:

@@ -34,7 +34,7 @@ from logprob.config import ScoreConfig
 from logprob.model import LoadedModel
 from logprob.tasks import Item
 from logprob.tokenize import Request, build_requests
-from metrics.schema import SCORES
+from metrics.schema import SCORES, per_model_columns
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ LOGIT_CHUNK_ELEMENTS = 1 << 23
 PACKABLE_MODEL_TYPES = frozenset({"gpt_neox", "llama", "gpt2", "opt", "qwen2", "qwen3", "olmo", "olmo2", "phi",
                                   "mistral", "gemma"})
 #: Columns written here; run.py adds the model and task columns.
-SCORE_COLUMNS = {name: dtype for name, dtype in SCORES.items() if name not in ("model", "params",
-                                                                                "non_embedding_params", "task")}
+SCORE_COLUMNS = per_model_columns(SCORES)
 
 
 def attention_mask(segment: torch.Tensor, branch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from metrics.schema import GENERATIVE, ITEM_METRICS, MODEL_COLUMNS, MULTIPLE_CHOICE, SCORES, validate
-
-#: One item of one model: the window every choice metric is computed over.
-ITEM_KEYS: list[str] = [*MODEL_COLUMNS, "task", "item_id"]
+from metrics.schema import GENERATIVE, ITEM_KEYS, ITEM_METRICS, MULTIPLE_CHOICE, SCORES, validate
 
 MULTIPLE_CHOICE_METRICS: tuple[str, ...] = (
     "multiple_choice_grade",

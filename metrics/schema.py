@@ -25,6 +25,12 @@ MODEL_COLUMNS: dict[str, pl.DataType] = {
 MULTIPLE_CHOICE = "multiple_choice"
 GENERATIVE = "generative"
 
+#: Columns added to each model's rows by `logprob.run`, which alone knows the model and the task.
+RUN_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "task")
+
+#: One item of one model: the window every per-item metric is computed over.
+ITEM_KEYS: list[str] = [*RUN_COLUMNS, "item_id"]
+
 #: scores.parquet: one row per (model, task, item, choice).
 SCORES: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
@@ -110,9 +116,10 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) ->
     return frame
 
 
-def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """A zero-row frame with exactly `schema`'s columns, for stages that produce nothing."""
-    return pl.DataFrame(schema=schema)
+def per_model_columns(schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """`schema` without the columns `logprob.run` adds (model columns and task): what a scorer or generator of one
+    model on one task writes itself."""
+    return {name: dtype for name, dtype in schema.items() if name not in RUN_COLUMNS}
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:

@@ -26,11 +26,9 @@ from rapidfuzz.distance import Levenshtein
 
 from metrics.aggregate import METRICS_TABLE, corpus_aggregate
 from metrics.bootstrap import BootstrapConfig
-from metrics.schema import GENERATIONS, ITEM_METRICS, MODEL_COLUMNS, validate
+from metrics.schema import GENERATIONS, ITEM_KEYS, ITEM_METRICS, validate
 
 logger = logging.getLogger(__name__)
-
-ITEM_KEYS: list[str] = [*MODEL_COLUMNS, "task", "item_id"]
 
 
 # --------------------------------------------------------------------------------------------------- exact match
