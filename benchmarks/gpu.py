@@ -252,8 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     shapes = args.shapes or (["1.4b", "6.9b"] if on_gpu else ["tiny"])
     has_lm_eval = importlib.util.find_spec("lm_eval") is not None
     start = time.perf_counter()
-    from transformers import AutoTokenizer
     import transformers
+    from transformers import AutoTokenizer
 
     report = {
         "command": shlex.join(["python", "benchmarks/gpu.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -13,7 +13,6 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-
 from sacrebleu.metrics import BLEU
 
 from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig
@@ -160,6 +159,12 @@ def cmd_report(args) -> int:
     from metrics.analysis import analyse_folder
     from metrics.text import BleuConfig
 
+    generations = Path(args.dir) / "generations.parquet"
+    if args.evaluate_module and not generations.exists():
+        raise FileNotFoundError(
+            f"--evaluate-module: {generations} does not exist; evaluate modules score generated text, so score a "
+            "task with generative items without --no-generate first"
+        )
     modules, directions = _evaluate_modules(args.evaluate_module)
     result = analyse_folder(
         Path(args.dir),

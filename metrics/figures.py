@@ -17,8 +17,8 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
-from metrics.registry import HIGHER, SHARP
 from metrics.emergence import format_score
+from metrics.registry import HIGHER, SHARP
 from metrics.schema import EMERGENCE, METRICS, validate
 
 #: Okabe & Ito (2008) colour-blind-safe pair: vermillion for sharp (all-or-nothing) metrics, blue for smooth ones.

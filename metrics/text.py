@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
-from sacrebleu.metrics import BLEU, CHRF
 from rapidfuzz.distance import Levenshtein
+from sacrebleu.metrics import BLEU, CHRF
 
 from metrics.aggregate import METRICS_TABLE, corpus_aggregate
 from metrics.bootstrap import BootstrapConfig

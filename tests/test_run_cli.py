@@ -87,6 +87,12 @@ def test_score_then_report_produces_every_table(ladder, small_task, tmp_path, ca
     assert set(extra["direction"]) == {"lower"} and set(extra["kind"]) == {"smooth"}
     assert extra.height == 2 * len(ladder)
     assert main(["report", str(out), "--evaluate-module", f"{module}:sideways"]) == 2
+    capsys.readouterr()
+    no_generations = tmp_path / "no-generations"
+    no_generations.mkdir()
+    (no_generations / "scores.parquet").write_bytes((out / "scores.parquet").read_bytes())
+    assert main(["report", str(no_generations), "--evaluate-module", str(module)]) == 2
+    assert "generations.parquet does not exist" in capsys.readouterr().err
 
 
 def test_scores_match_a_plain_forward_pass(ladder, small_task, tmp_path):

@@ -16,8 +16,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import logprob.score as score_module
 from logprob.config import ModelSpec, ScoreConfig
 from logprob.model import LoadedModel, count_parameters, load_model
-from logprob.score import (CPU_TOKEN_BUDGET, PACKABLE_MODEL_TYPES, SCORE_COLUMNS, _rank, attention_mask, auto_token_budget, score_items,
-                           token_scores)
+from logprob.score import (
+    CPU_TOKEN_BUDGET,
+    PACKABLE_MODEL_TYPES,
+    SCORE_COLUMNS,
+    _rank,
+    attention_mask,
+    auto_token_budget,
+    score_items,
+    token_scores,
+)
 from logprob.tasks import Item
 from logprob.tokenize import build_requests
 from metrics.schema import validate
