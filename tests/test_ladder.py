@@ -76,7 +76,8 @@ def test_greedy_generation_agrees_with_recorded_exact_match(entry):
 
 def test_exact_match_jumps_while_per_token_scores_rise():
     """The phenomenon the ladder exists for: exact match from ~0 to >= 0.8 with one big step between neighbours;
-    per-token accuracy and log-probability never fall by more than a saturated model's noise (0.005)."""
+    per-token accuracy and log-probability never fall by more than a saturated model's noise (0.005); and while
+    exact match is still ~0 the per-token log-prob has already improved by more than 0.4 nats per token."""
     exact = [m["heldout"]["exact_match"] for m in MODELS]
     assert exact[0] < 0.05 and exact[-1] >= 0.8
     assert max(b - a for a, b in zip(exact, exact[1:])) > 0.5
@@ -84,6 +85,9 @@ def test_exact_match_jumps_while_per_token_scores_rise():
         values = [m["heldout"][name] for m in MODELS]
         assert all(b > a - 0.005 for a, b in zip(values, values[1:])), (name, values)
         assert values[-1] - values[0] > 0.5
+    logprob = [m["heldout"]["token_logprob"] for m in MODELS]
+    still_zero = [i for i, e in enumerate(exact) if e < 0.05]
+    assert logprob[max(still_zero)] - logprob[0] > 0.4, (exact, logprob)
 
 
 def test_task_files_parse_and_are_correct():
@@ -177,10 +181,10 @@ def test_reduced_train_ladder_is_deterministic(tmp_path):
     assert [m["sha256"] for m in first["models"]] == [m["sha256"] for m in second["models"]]
     assert other["models"][0]["sha256"] != first["models"][0]["sha256"]
     manifest = load_manifest(tmp_path / "a")
-    # non-embedding: 4*8²+3*8*16+2*8+8 = 664 → "1k"; 4*16²+3*16*32+2*16+16 = 2608 → "3k"
-    assert [m["name"] for m in manifest["models"]] == ["micro-a-1k", "micro-b-3k"]
+    # non-embedding: 4*8²+3*8*16+2*8+8 = 664 → "664"; 4*16²+3*16*32+2*16+16 = 2608 → "3k"
+    assert [m["name"] for m in manifest["models"]] == ["micro-a-664", "micro-b-3k"]
     assert [m["non_embedding_params"] for m in manifest["models"]] == [664, 2608]
-    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["models"][0]["directory"] == "micro-a-1k"
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["models"][0]["directory"] == "micro-a-664"
     for entry in manifest["models"]:
         model = AutoModelForCausalLM.from_pretrained(entry["directory"])
         assert sum(p.numel() for p in model.parameters()) == entry["params"]
