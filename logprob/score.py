@@ -16,7 +16,8 @@ threads; a pass of unpadded plain sequences gets no mask (SDPA's causal kernel);
 buffers live across passes in a `Scratch`, as fresh ones page-fault on first write. Budget and logits chunk
 were then set on a quiet machine for memory at equal speed: 2048 tokens and 8M logits per chunk used 184 MB above
 the loaded model on 4-choice items (4096 and 32M: 458 MB) in the same 5.4 s; 1-token answers 3.5 s vs 3.8 s;
-long continuations 8.7 s vs 8.2 s.
+long continuations 8.7 s vs 8.2 s. Long continuations cost what the model costs: the bare body and output head
+per sequence, nothing else, took 8.95 s where the scorer took 9.2 s (`benchmarks/RESULTS.md`, the `bare` row).
 """
 
 from __future__ import annotations

@@ -57,17 +57,17 @@ def test_gpu_script_without_cuda_says_so(monkeypatch, capsys):
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
-def test_floor_runs_each_item_once_and_scores_every_continuation_token(tmp_path):
+def test_bare_arithmetic_runs_each_context_once_and_scores_every_continuation_token(tmp_path):
     path = throughput.build_checkpoint(tmp_path / "micro", MICRO, vocab=512)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     w = throughput.make_workloads(tokenizer, throughput.QUICK)["a"]
-    sequences = throughput.floor_sequences(tokenizer, w)
+    sequences = throughput.bare_sequences(tokenizer, w)
     assert len(sequences) == len(w.items)  # one pass per item: the context is not repeated per choice
     for (ids, n_scored), (_, ctx, conts) in zip(sequences, w.items, strict=True):
         ctx_ids = tokenizer(ctx)["input_ids"]
         assert ids[: len(ctx_ids)] == ctx_ids
         assert n_scored == sum(len(tokenizer(ctx + c)["input_ids"]) - len(ctx_ids) for c in conts)
         assert len(ids) == len(ctx_ids) + n_scored
-    assert throughput.load_method("floor", path, 0)(w) == []
+    assert throughput.load_method("bare", path, 0)(w) == []
