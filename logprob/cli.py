@@ -157,9 +157,10 @@ def _evaluate_modules(specs: Sequence[str]):
 
 def cmd_report(args) -> int:
     from metrics.analysis import analyse_folder
+    from metrics.schema import GENERATIONS_FILE
     from metrics.text import BleuConfig
 
-    generations = Path(args.dir) / "generations.parquet"
+    generations = Path(args.dir) / GENERATIONS_FILE
     if args.evaluate_module and not generations.exists():
         raise FileNotFoundError(
             f"--evaluate-module: {generations} does not exist; evaluate modules score generated text, so score a "

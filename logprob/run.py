@@ -18,12 +18,9 @@ import polars as pl
 
 from logprob.config import ModelSpec, ScoreConfig
 from logprob.tasks import Task
-from metrics.schema import GENERATIONS, SCORES, validate, write_parquet_atomic
+from metrics.schema import GENERATIONS, GENERATIONS_FILE, SCORES, SCORES_FILE, validate, write_parquet_atomic
 
 log = logging.getLogger(__name__)
-
-SCORES_FILE = "scores.parquet"
-GENERATIONS_FILE = "generations.parquet"
 
 #: Provenance columns written beside the SCORES / GENERATIONS columns: the settings that produced each number.
 PROVENANCE: dict[str, pl.DataType] = {

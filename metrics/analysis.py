@@ -17,7 +17,7 @@ from metrics.bootstrap import BootstrapConfig
 from metrics.choice import choice_metrics
 from metrics.emergence import emergence
 from metrics.registry import MetricInfo
-from metrics.schema import GENERATIONS, SCORES, validate, write_parquet_atomic
+from metrics.schema import GENERATIONS, GENERATIONS_FILE, SCORES, SCORES_FILE, validate, write_parquet_atomic
 from metrics.text import (
     BleuConfig,
     EvaluationModuleLike,
@@ -90,11 +90,11 @@ def analyse_folder(
 ) -> Analysis:
     """`analyse` on a folder written by `scalelens score`; writes the metric, emergence and item tables (and PNG
     figures under `figures/`) beside the scores."""
-    scores_path = folder / "scores.parquet"
+    scores_path = folder / SCORES_FILE
     if not scores_path.exists():
         raise FileNotFoundError(f"{scores_path}: no score table here; run `scalelens score ... --out {folder}` first")
     scores = pl.read_parquet(scores_path)
-    gens_path = folder / "generations.parquet"
+    gens_path = folder / GENERATIONS_FILE
     generations = pl.read_parquet(gens_path) if gens_path.exists() else None
     result = analyse(
         scores,

@@ -31,6 +31,10 @@ RUN_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "task")
 #: One item of one model: the window every per-item metric is computed over.
 ITEM_KEYS: list[str] = [*RUN_COLUMNS, "item_id"]
 
+#: The files a run folder holds: `logprob.run` writes them, `metrics.analysis` reads them.
+SCORES_FILE = "scores.parquet"
+GENERATIONS_FILE = "generations.parquet"
+
 #: scores.parquet: one row per (model, task, item, choice).
 SCORES: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
