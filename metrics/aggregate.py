@@ -1,8 +1,9 @@
-"""Per-item metric tables → one row per (model, task, metric) with a bootstrap confidence interval.
+"""Curves → one row per (model, task, metric): the mean over items and its bootstrap confidence interval.
 
-Two aggregations share the bootstrap of `metrics.bootstrap`: the mean of an item metric (`aggregate`) and a corpus
-score computed from summed per-item sufficient statistics (`corpus_aggregate`, used for corpus BLEU and chrF). Both
-order items by item_id and draw resamples once per (model, task), so all metrics of a model share resamples.
+Two aggregations: the mean of an item metric (`aggregate`) and a corpus score computed from summed per-item
+sufficient statistics (`corpus_aggregate`, used for corpus BLEU and chrF). Both go through `metrics.curves`, which
+draws one set of resamples per task over the task's items sorted by item_id, so every model and every metric of a
+task share resamples (paired), and the intervals here come from the same replicates as the emergence intervals.
 
 The output has the METRICS columns plus `signature`, the reproducibility string of every setting that produced the
 numbers (bootstrap settings, and sacrebleu's signature for corpus scores).
@@ -15,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from metrics.bootstrap import BootstrapConfig, bootstrap_corpus, bootstrap_means, percentile_interval, resample_counts
-from metrics.registry import MetricInfo, metric_info
-from metrics.schema import ITEM_METRICS, METRICS, MODEL_COLUMNS, validate
+from metrics.bootstrap import BootstrapConfig, percentile_interval
+from metrics.curves import Curves, add_corpus_metric, item_curves, item_skeleton
+from metrics.registry import MetricInfo
+from metrics.schema import METRICS, MODEL_COLUMNS, validate
 
 #: METRICS plus the settings string that travels with the numbers.
 METRICS_TABLE: dict[str, pl.DataType] = {**METRICS, "signature": pl.String}
@@ -25,25 +27,39 @@ METRICS_TABLE: dict[str, pl.DataType] = {**METRICS, "signature": pl.String}
 _GROUP = [*MODEL_COLUMNS, "task"]
 
 
-def _check_unique(frame: pl.DataFrame, keys: list[str], table: str) -> None:
-    dup = frame.group_by(keys).len().filter(pl.col("len") > 1)
-    if dup.height:
-        raise ValueError(f"{table}: {dup.height} duplicated key(s) over {keys}, e.g. {dup.row(0, named=True)}")
+def _signature(metric_signature: str, bootstrap: BootstrapConfig) -> str:
+    return "|".join(s for s in (metric_signature, bootstrap.signature()) if s)
 
 
-def _describe(frame: pl.DataFrame, extra_info: Mapping[str, MetricInfo] | None) -> pl.DataFrame:
-    """Add kind and direction from the registry (ValueError for an unknown metric)."""
-    names = frame["metric"].unique().sort().to_list()
-    infos = {name: metric_info(name, extra_info) for name in names}
-    lookup = pl.DataFrame(
-        {
-            "metric": names,
-            "kind": [infos[n].kind for n in names],
-            "direction": [infos[n].direction for n in names],
-        },
-        schema={"metric": pl.String, "kind": pl.String, "direction": pl.String},
-    )
-    return frame.join(lookup, on="metric", how="left")
+def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
+    """METRICS_TABLE rows of every (model, metric) of every `Curves`: point mean, percentile interval of the
+    replicates, defined items. A model whose metric is undefined on every item gets null mean and interval."""
+    parts = []
+    for c in curves:
+        M, B, n = c.replicates.shape
+        if M == 0 or n == 0:
+            continue
+        flat = c.replicates.transpose(1, 0, 2).reshape(B, M * n)  # (B, M·n)
+        low, high = percentile_interval(flat, c.bootstrap.confidence)  # (M·n,), (M·n,)
+        parts.append(pl.DataFrame({
+            "model": np.tile(np.array(c.models, dtype=object), M).tolist(),
+            "params": np.tile(c.params, M),
+            "non_embedding_params": np.tile(c.non_embedding_params, M),
+            "task": [c.task] * (M * n),
+            "metric": np.repeat(np.array(c.metrics, dtype=object), n).tolist(),
+            "kind": [i.kind for i in c.info for _ in range(n)],
+            "direction": [i.direction for i in c.info for _ in range(n)],
+            "mean": c.means.reshape(-1),
+            "ci_low": low,
+            "ci_high": high,
+            "n_items": c.n_items.reshape(-1),
+            "signature": [_signature(sig, c.bootstrap) for sig in c.signatures for _ in range(n)],
+        }, schema_overrides={**MODEL_COLUMNS, "mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+                             "n_items": pl.Int64}))
+    if not parts:
+        return pl.DataFrame(schema=METRICS_TABLE)
+    out = pl.concat(parts).with_columns(pl.col("mean", "ci_low", "ci_high").fill_nan(None))
+    return validate(out.select(list(METRICS_TABLE)), METRICS_TABLE, "metrics")
 
 
 def aggregate(
@@ -62,38 +78,7 @@ def aggregate(
     >>> aggregate(rows, BootstrapConfig(n_resamples=50))["mean"].to_list()
     [3.0]
     """
-    validate(item_metrics, ITEM_METRICS, "item_metrics")
-    _check_unique(item_metrics, [*_GROUP, "item_id", "metric"], "item_metrics")
-    cleaned = item_metrics.with_columns(pl.col("value").fill_nan(None))
-    parts = []
-    for _, group in cleaned.sort([*_GROUP, "item_id"]).group_by(_GROUP, maintain_order=True):
-        wide = group.pivot(on="metric", index="item_id", values="value", sort_columns=True)  # (n, 1 + M)
-        names = wide.columns[1:]
-        values = wide.select(names).to_numpy().astype(np.float64)  # (n, M), NaN = undefined
-        counts = resample_counts(values.shape[0], bootstrap, group["task"][0])  # (B, n)
-        low, high = percentile_interval(bootstrap_means(values, counts), bootstrap.confidence)  # (M,), (M,)
-        key = group.select(_GROUP).row(0, named=True)
-        parts.append(
-            pl.DataFrame(
-                {
-                    **{col: [key[col]] * len(names) for col in _GROUP},
-                    "metric": names,
-                    "mean": wide.select(pl.col(names).mean()).row(0),
-                    "ci_low": low,
-                    "ci_high": high,
-                    "n_items": wide.select(pl.col(names).count()).row(0),
-                },
-                schema_overrides={**MODEL_COLUMNS, "mean": pl.Float64, "n_items": pl.Int64},
-            )
-        )
-    if not parts:
-        return pl.DataFrame(schema=METRICS_TABLE)
-    out = _describe(pl.concat(parts), extra_info).with_columns(
-        pl.col("ci_low").fill_nan(None),
-        pl.col("ci_high").fill_nan(None),
-        pl.lit(bootstrap.signature()).alias("signature"),
-    )
-    return validate(out.select(list(METRICS_TABLE)), METRICS_TABLE, "metrics")
+    return metric_table(item_curves(item_metrics, bootstrap, extra_info))
 
 
 def corpus_aggregate(
@@ -117,37 +102,17 @@ def corpus_aggregate(
     >>> corpus_aggregate(stats, ["hit", "total"], ratio, "corpus_bleu", BootstrapConfig(n_resamples=20))["mean"][0]
     0.5
     """
-    validate(stats, {**MODEL_COLUMNS, "task": pl.String, "item_id": pl.String}, "corpus statistics")
+    stats = validate(stats, {**MODEL_COLUMNS, "task": pl.String, "item_id": pl.String}, "corpus statistics")
     missing = [c for c in stat_columns if c not in stats.columns]
     if missing:
         raise ValueError(f"corpus statistics: missing statistic column(s) {missing}; found {stats.columns}")
-    _check_unique(stats, [*_GROUP, "item_id"], "corpus statistics")
-    rows = []
-    for _, group in stats.sort([*_GROUP, "item_id"]).group_by(_GROUP, maintain_order=True):
-        matrix = group.select(stat_columns).to_numpy().astype(np.float64)  # (n, S)
-        counts = resample_counts(matrix.shape[0], bootstrap, group["task"][0])  # (B, n)
-        replicates = bootstrap_corpus(matrix, counts, score)[:, None]  # (B, 1)
-        low, high = percentile_interval(replicates, bootstrap.confidence)  # (1,), (1,)
-        rows.append(
-            {
-                **group.select(_GROUP).row(0, named=True),
-                "metric": metric,
-                "mean": float(score(matrix.sum(axis=0))),
-                "ci_low": float(low[0]),
-                "ci_high": float(high[0]),
-                "n_items": group.height,
-            }
-        )
-    if not rows:
-        return pl.DataFrame(schema=METRICS_TABLE)
-    full_signature = "|".join(s for s in (signature, bootstrap.signature()) if s)
-    out = _describe(
-        pl.DataFrame(
-            rows,
-            schema_overrides={**MODEL_COLUMNS, "mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-                              "n_items": pl.Int64},
-        ),
-        extra_info,
-    ).with_columns(pl.col("mean", "ci_low", "ci_high").fill_nan(None))
-    out = out.with_columns(pl.lit(full_signature).alias("signature"))
-    return validate(out.select(list(METRICS_TABLE)), METRICS_TABLE, "metrics")
+    dup = stats.group_by([*_GROUP, "item_id"]).len().filter(pl.col("len") > 1)
+    if dup.height:
+        raise ValueError(f"corpus statistics: {dup.height} duplicated key(s) over {[*_GROUP, 'item_id']}, "
+                         f"e.g. {dup.row(0, named=True)}")
+    curves = [
+        add_corpus_metric(item_skeleton(stats, task, bootstrap), stats, stat_columns, score, metric, signature,
+                          extra_info)
+        for task in stats["task"].unique(maintain_order=True).to_list()
+    ]
+    return metric_table(curves)

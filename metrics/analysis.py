@@ -1,43 +1,91 @@
-"""Score table (and generations) → item metrics → per-model metrics → emergence, in one call.
+"""Score table (and generations) → item metrics → curves with paired replicates → every table, in one call.
 
 This is the `scalelens report` stage: it reads only the tables `logprob` wrote, so it runs anywhere polars does,
-on results scored elsewhere too.
+on results scored elsewhere too. Data flow:
+
+    scores (+ generations) → item_metrics → curves (metrics.curves: one paired item bootstrap per task)
+        → metrics (means, intervals) · emergence (indices, intervals, resolution) · comparisons (sharp vs smooth)
+        · trends (+ difficulty slices, per-item correlations) · fits (linear, logistic, change point)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 
-from metrics.aggregate import aggregate
+from metrics.aggregate import metric_table
 from metrics.bootstrap import BootstrapConfig
 from metrics.choice import choice_metrics
-from metrics.emergence import emergence
+from metrics.compare import compare
+from metrics.curves import Curves, add_corpus_metric, item_curves
+from metrics.emergence import emergence_from_curves
+from metrics.fits import fit_table
 from metrics.registry import MetricInfo
 from metrics.schema import GENERATIONS, GENERATIONS_FILE, SCORES, SCORES_FILE, validate, write_parquet_atomic
+from metrics.slices import DEFAULT_SLICES, difficulty_slices, slice_table
 from metrics.text import (
     BleuConfig,
     EvaluationModuleLike,
     ExactMatchConfig,
-    corpus_text_metrics,
+    corpus_metrics,
     extra_metric,
     text_metrics,
 )
+from metrics.trends import item_correlations, trend_table
 
 METRICS_FILE = "metrics.parquet"
 EMERGENCE_FILE = "emergence.parquet"
 ITEM_METRICS_FILE = "item_metrics.parquet"
+COMPARISONS_FILE = "comparisons.parquet"
+TRENDS_FILE = "trends.parquet"
+ITEM_CORRELATIONS_FILE = "item_correlations.parquet"
+SLICES_FILE = "slices.parquet"
+FITS_FILE = "fits.parquet"
 
 
 @dataclass(frozen=True)
 class Analysis:
     item_metrics: pl.DataFrame  # ITEM_METRICS: one row per (model, task, item, metric)
     metrics: pl.DataFrame  # METRICS (+ signature): one row per (model, task, metric)
-    emergence: pl.DataFrame  # EMERGENCE: one row per (task, metric)
+    emergence: pl.DataFrame  # EMERGENCE: one row per (task, metric), indices with intervals and resolution
+    comparisons: pl.DataFrame = field(default_factory=pl.DataFrame)  # compare.COMPARISONS: sharp vs smooth pairs
+    trends: pl.DataFrame = field(default_factory=pl.DataFrame)  # trends.TRENDS: per (task, slice, metric)
+    item_correlations: pl.DataFrame = field(default_factory=pl.DataFrame)  # trends.ITEM_CORRELATIONS
+    slices: pl.DataFrame = field(default_factory=pl.DataFrame)  # slices.SLICES: metric table per difficulty slice
+    fits: pl.DataFrame = field(default_factory=pl.DataFrame)  # fits.FITS: linear / logistic / change point
+    curves: tuple[Curves, ...] = ()  # the arrays behind every table (not written)
     written: tuple[Path, ...] = ()
+
+
+def analyse_curves(curves: Sequence[Curves], item_metrics: pl.DataFrame | None = None, *,
+                   n_slices: int = DEFAULT_SLICES) -> Analysis:
+    """Every table that follows from the curves: metric means and intervals, emergence, comparisons, trends,
+    per-item correlations and difficulty slices (the last two need item-level curves)."""
+    curves = list(curves)
+    correlations = item_correlations(curves)
+    slice_curves, difficulty = [], {}
+    for c in curves:
+        if c.values is None:
+            continue
+        metric, parts = difficulty_slices(c, n_slices)
+        if parts:
+            difficulty[c.task] = metric
+            slice_curves.extend(parts)
+    metrics = metric_table(curves).sort("task", "non_embedding_params", "model", "metric")
+    return Analysis(
+        item_metrics=item_metrics if item_metrics is not None else pl.DataFrame(),
+        metrics=metrics,
+        emergence=emergence_from_curves(curves),
+        comparisons=compare(curves),
+        trends=trend_table([*curves, *slice_curves], correlations),
+        item_correlations=correlations,
+        slices=slice_table(slice_curves, difficulty),
+        fits=fit_table(curves),
+        curves=tuple(curves),
+    )
 
 
 def analyse(
@@ -49,18 +97,19 @@ def analyse(
     bleu: BleuConfig = BleuConfig(),
     extra_modules: Sequence[EvaluationModuleLike] = (),
     extra_directions: Mapping[str, tuple[str, str]] | None = None,
+    n_slices: int = DEFAULT_SLICES,
 ) -> Analysis:
-    """Every built-in metric of the same outputs, sharp and smooth, then the emergence indices of each curve.
+    """Every built-in metric of the same outputs, sharp and smooth, then every statistic of each curve.
 
     `extra_modules` are `evaluate` modules applied per generated item; each numeric output becomes a smooth metric
     `<module.name>_<output key>`, read with the direction given as `extra_directions[module.name] = (direction,
     source)` (default: higher is better).
     """
-    validate(scores, SCORES, "scores")
+    scores = validate(scores, SCORES, "scores")
     parts = [choice_metrics(scores)]
     has_gens = generations is not None and generations.height > 0
     if has_gens:
-        validate(generations, GENERATIONS, "generations")
+        generations = validate(generations, GENERATIONS, "generations")
         parts.append(text_metrics(generations, exact, bleu))
     extra_info = {}
     for module in extra_modules if has_gens else ():
@@ -71,11 +120,15 @@ def analyse(
         parts.append(rows)
     columns = parts[0].columns
     item_metrics = pl.concat([p.select(columns) for p in parts])
-    metrics = aggregate(item_metrics, bootstrap, extra_info)
+    curves = item_curves(item_metrics, bootstrap, extra_info)
     if has_gens:
-        metrics = pl.concat([metrics, corpus_text_metrics(generations, bootstrap, bleu).select(metrics.columns)])
-    metrics = metrics.sort("task", "non_embedding_params", "model", "metric")
-    return Analysis(item_metrics, metrics, emergence(metrics))
+        stats, specs = corpus_metrics(generations, bleu)
+        generative_tasks = set(stats["task"].unique().to_list())
+        for k, c in enumerate(curves):
+            for spec in specs if c.task in generative_tasks else ():
+                c = add_corpus_metric(c, stats, spec.columns, spec.score, spec.metric, spec.signature)
+            curves[k] = c
+    return analyse_curves(curves, item_metrics, n_slices=n_slices)
 
 
 def analyse_folder(
@@ -87,9 +140,10 @@ def analyse_folder(
     bleu: BleuConfig = BleuConfig(),
     extra_modules: Sequence[EvaluationModuleLike] = (),
     extra_directions: Mapping[str, tuple[str, str]] | None = None,
+    n_slices: int = DEFAULT_SLICES,
 ) -> Analysis:
-    """`analyse` on a folder written by `scalelens score`; writes the metric, emergence and item tables (and PNG
-    figures under `figures/`) beside the scores."""
+    """`analyse` on a folder written by `scalelens score`; writes every table (and PNG figures under `figures/`)
+    beside the scores."""
     scores_path = folder / SCORES_FILE
     if not scores_path.exists():
         raise FileNotFoundError(f"{scores_path}: no score table here; run `scalelens score ... --out {folder}` first")
@@ -103,18 +157,30 @@ def analyse_folder(
         bleu=bleu,
         extra_modules=extra_modules,
         extra_directions=extra_directions,
+        n_slices=n_slices,
     )
+    return write_analysis(result, folder, figures=figures)
+
+
+def write_analysis(result: Analysis, folder: Path, *, figures: bool = True) -> Analysis:
+    """Write every table of `result` (atomically) and, if asked, the figures; returns it with `written` set."""
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for frame, name in (
         (result.metrics, METRICS_FILE),
         (result.emergence, EMERGENCE_FILE),
+        (result.comparisons, COMPARISONS_FILE),
+        (result.trends, TRENDS_FILE),
+        (result.item_correlations, ITEM_CORRELATIONS_FILE),
+        (result.slices, SLICES_FILE),
+        (result.fits, FITS_FILE),
         (result.item_metrics, ITEM_METRICS_FILE),
     ):
         write_parquet_atomic(frame, folder / name)
         written.append(folder / name)
     if figures:
         written.extend(write_figures(result, folder / "figures"))
-    return Analysis(result.item_metrics, result.metrics, result.emergence, tuple(written))
+    return replace(result, written=tuple(written))
 
 
 def write_figures(result: Analysis, out_dir: Path) -> list[Path]:

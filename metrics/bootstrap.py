@@ -93,15 +93,24 @@ def bootstrap_corpus(stats: np.ndarray, counts: np.ndarray, score: Callable[[np.
 def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval per column of (B, M) replicates (Efron & Tibshirani 1993, ch. 13), NaN-aware.
 
+    Replicates may be ±inf (a breakthroughness whose median step is 0 in that resample): quantiles are taken with
+    infinities standing in as the largest finite floats, so an interval reaching them ends at ±inf instead of NaN.
+
     >>> low, high = percentile_interval(np.arange(101.0)[:, None], 0.9)
     >>> round(float(low[0]), 9), round(float(high[0]), 9)
     (5.0, 95.0)
+    >>> percentile_interval(np.array([[1.0], [np.inf], [np.inf], [np.inf]]), 0.9)[1].tolist()
+    [inf]
     """
     alpha = 1.0 - confidence
+    replicates = np.asarray(replicates, dtype=np.float64)
+    big = np.finfo(np.float64).max
     finite_cols = ~np.all(np.isnan(replicates), axis=0)  # (M,) columns with at least one replicate
     low = np.full(replicates.shape[1], np.nan)
     high = np.full(replicates.shape[1], np.nan)
     if finite_cols.any():
-        bounds = np.nanquantile(replicates[:, finite_cols], [alpha / 2, 1 - alpha / 2], axis=0)  # (2, M')
+        clipped = np.clip(replicates[:, finite_cols], -big, big)  # ±inf → ±max float; NaN stays NaN
+        bounds = np.nanquantile(clipped, [alpha / 2, 1 - alpha / 2], axis=0)  # (2, M')
+        bounds = np.where(np.abs(bounds) >= big, np.copysign(np.inf, bounds), bounds)
         low[finite_cols], high[finite_cols] = bounds[0], bounds[1]
     return low, high

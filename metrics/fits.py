@@ -70,13 +70,19 @@ Public API:
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from scipy.optimize import least_squares, minimize_scalar
 from scipy.special import expit
 from scipy.stats import chi2 as chi2_dist
+
+from metrics.curves import Curves
 
 SHAPES = ("linear", "logistic", "changepoint")
 PARAMS = {"linear": ("a", "b"), "logistic": ("lo", "hi", "k", "t0"), "changepoint": ("a", "b", "c", "tau")}
@@ -410,3 +416,78 @@ def _cross(x0, f0, x1, f1, level):
     if f1 == f0:
         return float(x0)
     return float(x0 + (level - f0) * (x1 - x0) / (f1 - f0))
+
+
+# ----------------------------------------------------------------------------------------------------- the table
+
+#: fits.parquet: one row per (task, metric, shape). Locations are on the scale axis (10**t), not in log10 units.
+FITS: dict[str, pl.DataType] = {
+    "task": pl.String,
+    "metric": pl.String,
+    "kind": pl.String,
+    "direction": pl.String,
+    "shape": pl.String,
+    "status": pl.String,  # "ok", or why there is no fit
+    "n_models": pl.Int64,
+    "params": pl.String,  # JSON {name: value}, t = log10 of the scale axis
+    "chi2": pl.Float64,
+    "n_params": pl.Int64,
+    "dof": pl.Int64,
+    "dispersion": pl.Float64,
+    "aic": pl.Float64,
+    "bic": pl.Float64,
+    "aic_weight": pl.Float64,
+    "bic_weight": pl.Float64,
+    "best": pl.Boolean,  # the shape with the largest Akaike weight for this curve
+    "location": pl.Float64,  # logistic midpoint or change point, in scale-axis units
+    "location_low": pl.Float64,
+    "location_high": pl.Float64,
+    "location_censored": pl.Boolean,  # the interval reaches the edge of the allowed range: not identified there
+    "x_axis": pl.String,
+    "signature": pl.String,
+}
+
+
+def _scale(t: float | None) -> float | None:
+    return None if t is None or not math.isfinite(t) else float(10.0**t)
+
+
+def fit_table(curves: Sequence[Curves]) -> pl.DataFrame:
+    """FITS rows for every metric of every whole-task `Curves`: the three shapes fitted to the model means with
+    their bootstrap standard errors (std of the replicates), floored at the metric's granularity (the smallest step
+    a mean of integer item scores can take) or, for continuous metrics, at 1e-9 of the curve's range."""
+    rows = []
+    for c in curves:
+        if c.slice != "all":
+            continue
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicates of an undefined mean
+            se_all = np.nanstd(c.replicates, axis=1, ddof=1) if c.replicates.shape[1] > 1 else np.zeros_like(c.means)
+        for m, name in enumerate(c.metrics):
+            keep = np.isfinite(c.means[m]) & (c.x > 0)  # (n,) models on the curve
+            y, se = c.means[m, keep], np.nan_to_num(se_all[m, keep])
+            span = float(np.ptp(y)) if y.size else 0.0
+            floor = float(c.granularity[m]) if c.granularity[m] > 0 else 1e-9 * (span or 1.0)
+            base = {"task": c.task, "metric": name, "kind": c.info[m].kind, "direction": c.info[m].direction,
+                    "x_axis": c.x_name}
+            if keep.sum() < np.isfinite(c.means[m]).sum():
+                reason = f"the scale axis {c.x_name!r} has values <= 0, so no log-scale fit"
+                rows.extend({**base, "shape": shape, "status": reason, "n_models": int(keep.sum())} for shape in SHAPES)
+                continue
+            fits = fit_shapes(np.log10(c.x[keep]), y, se, se_floor=floor, confidence=c.bootstrap.confidence)
+            best = int(np.nanargmax([f.aic_weight for f in fits])) if any(f.status == "ok" for f in fits) else -1
+            for j, f in enumerate(fits):
+                rows.append({
+                    **base, "shape": f.shape, "status": f.status, "n_models": f.n_models,
+                    "params": json.dumps(f.params, sort_keys=True) if f.params is not None else None,
+                    "chi2": f.chi2, "n_params": f.n_params, "dof": f.dof, "dispersion": f.dispersion, "aic": f.aic,
+                    "bic": f.bic, "aic_weight": f.aic_weight, "bic_weight": f.bic_weight, "best": j == best,
+                    "location": _scale(f.location), "location_low": _scale(f.location_low),
+                    "location_high": _scale(f.location_high),
+                    "location_censored": f.location_censored if f.location is not None else None,
+                    "signature": f.signature,
+                })
+    if not rows:
+        return pl.DataFrame(schema=FITS)
+    table = pl.DataFrame(rows, schema=FITS).with_columns(pl.col(pl.Float64).fill_nan(None))
+    return table.sort("task", "metric", "shape")

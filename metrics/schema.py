@@ -88,15 +88,38 @@ METRICS: dict[str, pl.DataType] = {
     "n_items": pl.Int64,
 }
 
-#: emergence.parquet: one row per (task, metric).
+#: emergence.parquet: one row per (task, metric). Indices of the curve of model means along the scale axis, each
+#: with a percentile-bootstrap interval (null without item-level replicates); see metrics/emergence.py.
 EMERGENCE: dict[str, pl.DataType] = {
     "task": pl.String,
     "metric": pl.String,
     "kind": pl.String,
     "direction": pl.String,
-    "linearity": pl.Float64,
-    "breakthroughness": pl.Float64,
     "n_models": pl.Int64,
+    "n_items": pl.Int64,  # most items behind one model's mean
+    "improvement": pl.Float64,  # I: signed range of the oriented curve
+    "improvement_ci_low": pl.Float64,
+    "improvement_ci_high": pl.Float64,
+    "linearity": pl.Float64,  # L
+    "linearity_ci_low": pl.Float64,
+    "linearity_ci_high": pl.Float64,
+    "breakthroughness": pl.Float64,  # B
+    "breakthroughness_ci_low": pl.Float64,
+    "breakthroughness_ci_high": pl.Float64,
+    "median_step": pl.Float64,  # B's denominator: median |step|
+    "resolution": pl.Float64,  # δ: the smallest step the data resolve
+    "resolution_limited": pl.Boolean,  # median step ≤ z·δ: B is set by the noise floor
+    "breakthroughness_bound": pl.Float64,  # I / (median step + z·δ): what the data support when limited
+    "largest_step_share": pl.Float64,  # share of the change made in the largest step
+    "largest_step_share_ci_low": pl.Float64,
+    "largest_step_share_ci_high": pl.Float64,
+    "steady_share": pl.Float64,  # the share a curve linear in log-scale would show on this ladder, without noise
+    "steady_share_threshold": pl.Float64,  # … with this curve's noise: the 95% quantile of its null replicates
+    "concentrated": pl.Boolean,  # largest_step_share > steady_share_threshold
+    "largest_step_from": pl.String,  # the models the largest step lies between
+    "largest_step_to": pl.String,
+    "method": pl.String,  # how the replicates were drawn
+    "signature": pl.String,  # bootstrap and resolution settings
 }
 
 

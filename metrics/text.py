@@ -15,7 +15,7 @@ import logging
 import numbers
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -257,6 +257,31 @@ def bleu_chrf(
     )
 
 
+@dataclass(frozen=True)
+class CorpusMetric:
+    """A corpus-level score: `score` of the per-item statistics in `columns`, summed; `signature` its settings."""
+
+    metric: str
+    columns: tuple[str, ...]
+    score: Callable[[np.ndarray], float]
+    signature: str
+
+
+def corpus_metrics(
+    generations: pl.DataFrame, bleu: BleuConfig = BleuConfig(), chrf: ChrfConfig = ChrfConfig()
+) -> tuple[pl.DataFrame, list[CorpusMetric]]:
+    """Per-item statistics (`text_statistics`) and the corpus BLEU and chrF computed from their sums."""
+    stats = text_statistics(generations, bleu, chrf)
+    bleu_metric = bleu.metric(effective_order=False)
+    chrf_metric = chrf.metric()
+    _segment_statistics(bleu_metric, generations)  # resolves the reference count the signature reports
+    _segment_statistics(chrf_metric, generations)
+    return stats, [
+        CorpusMetric("corpus_bleu", tuple(bleu.stat_columns()), bleu_score(bleu, False), _signature(bleu_metric)),
+        CorpusMetric("corpus_chrf", tuple(chrf.stat_columns()), chrf_score(chrf), _signature(chrf_metric)),
+    ]
+
+
 def corpus_text_metrics(
     generations: pl.DataFrame,
     bootstrap: BootstrapConfig = BootstrapConfig(),
@@ -266,19 +291,11 @@ def corpus_text_metrics(
     """`corpus_bleu` and `corpus_chrf` per (model, task) in METRICS_TABLE form: mean is the corpus score from summed
     item statistics, the interval a bootstrap over items that re-sums and rescores; `signature` carries sacrebleu's
     signature and the bootstrap's."""
-    stats = text_statistics(generations, bleu, chrf)
-    bleu_metric = bleu.metric(effective_order=False)
-    chrf_metric = chrf.metric()
     if generations.height == 0:
+        _check_generations(generations)
         return pl.DataFrame(schema=METRICS_TABLE)
-    _segment_statistics(bleu_metric, generations)  # resolves the reference count the signature reports
-    _segment_statistics(chrf_metric, generations)
-    parts = [
-        corpus_aggregate(
-            stats, bleu.stat_columns(), bleu_score(bleu, False), "corpus_bleu", bootstrap, _signature(bleu_metric)
-        ),
-        corpus_aggregate(stats, chrf.stat_columns(), chrf_score(chrf), "corpus_chrf", bootstrap, _signature(chrf_metric)),
-    ]
+    stats, specs = corpus_metrics(generations, bleu, chrf)
+    parts = [corpus_aggregate(stats, list(s.columns), s.score, s.metric, bootstrap, s.signature) for s in specs]
     return validate(pl.concat(parts), METRICS_TABLE, "metrics")
 
 

@@ -90,3 +90,28 @@ def tiny_model_dir(tmp_path_factory):
         return built[family]
 
     return get
+
+
+@pytest.fixture
+def item_table():
+    """Build an ITEM_METRICS table by hand: item_table({metric: (n models, N items) array}, sizes) with NaN for an
+    item a model did not score; models are named m<size>, items i000, i001, …"""
+    import numpy as np
+    import polars as pl
+
+    from metrics.schema import ITEM_METRICS
+
+    def build(values, sizes, task="t", models=None):
+        models = models or [f"m{s}" for s in sizes]
+        rows = []
+        for metric, matrix in values.items():
+            matrix = np.asarray(matrix, dtype=float)
+            for j, (model, size) in enumerate(zip(models, sizes, strict=True)):
+                rows.extend(
+                    {"model": model, "params": int(size) * 2, "non_embedding_params": int(size), "task": task,
+                     "item_id": f"i{i:03d}", "metric": metric, "value": float(v)}
+                    for i, v in enumerate(matrix[j]) if not np.isnan(v)
+                )
+        return pl.DataFrame(rows, schema=ITEM_METRICS)
+
+    return build

@@ -1,0 +1,166 @@
+"""Sharp against smooth, paired: is a jump made by the metric, or do the models change too?
+
+Within a task, every sharp metric's curve is compared with every smooth metric's curve of the same outputs on the
+same models. The statistic is scale-free, so a 0–1 accuracy and a log-probability in nats compare directly: the
+largest-step share c = (largest step in the direction of improvement) / (max − min) of `metrics.indices`, the part
+of the whole change made in one step. Both curves come from the same resampled items in every replicate (the paired
+bootstrap of `metrics.curves`), so the difference Δ = c_sharp − c_smooth has a paired percentile interval.
+
+The yardstick for one curve is its steady threshold τ (`metrics.emergence.steady_threshold`): the share that a
+curve linear in log-scale would reach on this very ladder, with this curve's own bootstrap noise, in 95% of
+resamples. A curve is *concentrated* when its share c exceeds τ. (The noise-free steady share, the widest
+log-scale gap over the span, is too low a yardstick: the largest of several noisy steps is biased upward.)
+
+Verdict for one pair (the first rule that applies):
+
+| verdict | rule |
+| --- | --- |
+| no jump to explain | c_sharp ≤ τ_sharp: the sharp metric is no more concentrated than steady change with its noise |
+| the models change too | c_smooth > τ_smooth: the smooth metric of the same outputs is concentrated as well; the comment says whether Δ's interval is above 0 (the metric sharpens the jump further), includes 0 (as abrupt) or is below 0 |
+| cannot tell at this resolution | the smooth metric does not rise with scale (the interval of its Spearman ρ with scale reaches 0 or below, `metrics.trends`): a curve that does not rise cannot witness steady progress |
+| the jump is made by the metric | Δ's 95% interval lies above 0 and c_smooth ≤ τ_smooth: the same outputs change steadily under the smooth metric and abruptly under the sharp one (Schaeffer et al. 2023) |
+| cannot tell at this resolution | otherwise: Δ's interval includes 0 while the smooth curve is not concentrated |
+
+Per sharp metric the *strictest* pair is the one against the smooth metric with the largest share (the smooth
+curve most like a jump); a claim that the metric makes the jump is only as strong as that pair's verdict.
+
+With aggregate input (means and standard errors, unpaired parametric replicates), the replicates of two metrics are
+independent, so Δ's interval is wider than a paired one would be; the `method` column says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from metrics import indices
+from metrics.bootstrap import percentile_interval
+from metrics.curves import Curves
+from metrics.emergence import _log_scale, steady_threshold
+from metrics.registry import SHARP, SMOOTH
+from metrics.trends import spearman
+
+NO_JUMP = "no jump to explain"
+MODELS = "the models change too"
+METRIC = "the jump is made by the metric"
+CANNOT_TELL = "cannot tell at this resolution"
+VERDICTS = (METRIC, MODELS, CANNOT_TELL, NO_JUMP)
+
+RULE_NO_JUMP = "sharp share not above its steady threshold"
+RULE_MODELS = "smooth share above its steady threshold"
+RULE_METRIC = "share difference CI above 0, smooth share not above its steady threshold"
+RULE_CANNOT_TELL = "share difference CI includes 0, smooth share not above its steady threshold"
+RULE_NOT_RISING = "the smooth metric does not rise with scale (Spearman CI reaches 0)"
+
+#: comparisons.parquet: one row per (task, sharp metric, smooth metric).
+COMPARISONS: dict[str, pl.DataType] = {
+    "task": pl.String,
+    "sharp_metric": pl.String,
+    "smooth_metric": pl.String,
+    "n_models": pl.Int64,
+    "steady_share": pl.Float64,
+    "sharp_threshold": pl.Float64,  # the sharp curve's steady threshold (metrics.emergence.steady_threshold)
+    "smooth_threshold": pl.Float64,
+    "sharp_share": pl.Float64,
+    "sharp_share_ci_low": pl.Float64,
+    "sharp_share_ci_high": pl.Float64,
+    "smooth_share": pl.Float64,
+    "smooth_share_ci_low": pl.Float64,
+    "smooth_share_ci_high": pl.Float64,
+    "share_difference": pl.Float64,
+    "share_difference_ci_low": pl.Float64,
+    "share_difference_ci_high": pl.Float64,
+    "sharp_breakthroughness": pl.Float64,
+    "smooth_breakthroughness": pl.Float64,
+    "verdict": pl.String,
+    "rule": pl.String,
+    "comment": pl.String,
+    "strictest": pl.Boolean,  # the pair against the most concentrated smooth metric of this sharp metric
+    "method": pl.String,
+    "signature": pl.String,
+}
+
+
+def verdict(sharp: float, sharp_threshold: float, smooth: float, smooth_threshold: float, diff_low: float,
+            diff_high: float, smooth_rising: bool = True) -> tuple[str, str, str]:
+    """(verdict, rule, comment) from the shares, their steady thresholds, Δ's interval and whether the smooth
+    metric rises with scale; any NaN (no replicates, fewer than 3 models) gives "cannot tell".
+
+    >>> verdict(0.7, 0.3, 0.25, 0.3, 0.3, 0.6)[0]
+    'the jump is made by the metric'
+    >>> verdict(0.7, 0.3, 0.5, 0.3, 0.1, 0.3)[:2]
+    ('the models change too', 'smooth share above its steady threshold')
+    >>> verdict(0.28, 0.3, 0.25, 0.3, 0.0, 0.3)[0]
+    'no jump to explain'
+    >>> verdict(0.7, 0.3, 0.25, 0.3, 0.3, 0.6, smooth_rising=False)[0]
+    'cannot tell at this resolution'
+    """
+    if any(np.isnan(v) for v in (sharp, sharp_threshold, smooth, smooth_threshold, diff_low, diff_high)):
+        return CANNOT_TELL, "no interval (needs replicates, a positive scale axis and at least 3 models)", ""
+    if sharp <= sharp_threshold:
+        return NO_JUMP, RULE_NO_JUMP, ""
+    if smooth > smooth_threshold:
+        if diff_low > 0:
+            comment = "the sharp metric concentrates the change further (difference CI above 0)"
+        elif diff_high < 0:
+            comment = "the smooth metric is the more abrupt of the two (difference CI below 0)"
+        else:
+            comment = "both are about as abrupt (difference CI includes 0)"
+        return MODELS, RULE_MODELS, comment
+    if not smooth_rising:
+        return CANNOT_TELL, RULE_NOT_RISING, ""
+    if diff_low > 0:
+        return METRIC, RULE_METRIC, ""
+    return CANNOT_TELL, RULE_CANNOT_TELL, ""
+
+
+def compare(curves: Sequence[Curves]) -> pl.DataFrame:
+    """COMPARISONS rows for every (sharp, smooth) pair of metrics within each task of `curves`."""
+    rows = []
+    for c in curves:
+        sharp = [m for m, i in enumerate(c.info) if i.kind == SHARP]
+        smooth = [m for m, i in enumerate(c.info) if i.kind == SMOOTH]
+        if not sharp or not smooth:
+            continue
+        oriented = c.sign[:, None] * c.means  # (M, n)
+        rep = c.sign[:, None, None] * c.replicates  # (M, B, n)
+        defined = np.isfinite(oriented)  # (M, n)
+        confidence = c.bootstrap.confidence
+        for s in sharp:
+            for m in smooth:
+                keep = defined[s] & defined[m]  # (n,) models where both metrics are defined
+                pair = [s, m]
+                point = indices.largest_step_share(oriented[pair][:, keep])  # (2,)
+                shares = indices.largest_step_share(rep[pair][:, :, keep])  # (2, B)
+                diff = shares[0] - shares[1]  # (B,) paired differences
+                low, high = percentile_interval(np.vstack([shares, diff[None]]).T, confidence)  # (3,), (3,)
+                t = _log_scale(c.x[keep])
+                finite = bool(np.isfinite(t).all()) and keep.sum() >= indices.MIN_MODELS
+                steady = indices.steady_share(t) if finite else float("nan")
+                threshold = steady_threshold(oriented[pair][:, keep], rep[pair][:, :, keep], t, confidence) \
+                    if finite else np.full(2, np.nan)  # (2,)
+                brk = indices.breakthroughness(oriented[pair][:, keep])  # (2,)
+                rho_low = percentile_interval(spearman(rep[m][:, keep], c.x[keep])[:, None], confidence)[0][0]
+                name, rule, comment = verdict(point[0], threshold[0], point[1], threshold[1], low[2], high[2],
+                                              bool(rho_low > 0))
+                rows.append({
+                    "task": c.task, "sharp_metric": c.metrics[s], "smooth_metric": c.metrics[m],
+                    "n_models": int(keep.sum()), "steady_share": steady, "sharp_threshold": threshold[0],
+                    "smooth_threshold": threshold[1],
+                    "sharp_share": point[0], "sharp_share_ci_low": low[0], "sharp_share_ci_high": high[0],
+                    "smooth_share": point[1], "smooth_share_ci_low": low[1], "smooth_share_ci_high": high[1],
+                    "share_difference": point[0] - point[1], "share_difference_ci_low": low[2],
+                    "share_difference_ci_high": high[2], "sharp_breakthroughness": brk[0],
+                    "smooth_breakthroughness": brk[1], "verdict": name, "rule": rule, "comment": comment,
+                    "strictest": False, "method": c.method, "signature": c.bootstrap.signature(),
+                })
+    if not rows:
+        return pl.DataFrame(schema=COMPARISONS)
+    table = pl.DataFrame(rows, schema=COMPARISONS).with_columns(pl.col(pl.Float64).fill_nan(None))
+    strictest = pl.col("smooth_share").fill_null(-1.0)  # ties → the first smooth metric in table order
+    table = table.with_columns(
+        (strictest.rank("ordinal", descending=True).over("task", "sharp_metric") == 1).alias("strictest")
+    )
+    return table.sort("task", "sharp_metric", "smooth_metric")
