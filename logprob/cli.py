@@ -9,14 +9,11 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from sacrebleu.metrics import BLEU
 
 from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig
-from metrics.emergence import format_score
 
 console = Console()
 err_console = Console(stderr=True)
@@ -47,51 +44,6 @@ def model_progress():
             return lambda n: bar.advance(task_id, n)
 
         yield factory
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# tables for people
-
-
-def _fmt_params(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return str(n)
-
-
-def metrics_table(metrics: pl.DataFrame, task: str) -> Table:
-    """Metrics (rows, sharp first) × models (columns, by non-embedding size): mean over [ci_low, ci_high]."""
-    rows = metrics.filter(pl.col("task") == task)
-    models = rows.select("model", "non_embedding_params").unique().sort("non_embedding_params", "model")
-    table = Table(title=f"{task}: mean over items, 95% bootstrap interval below", title_justify="left")
-    table.add_column("metric")
-    table.add_column("kind")
-    for model, size in models.iter_rows():
-        table.add_column(f"{model}\n{_fmt_params(size)}", justify="right")
-    cells = {(r["metric"], r["model"]): r for r in rows.iter_rows(named=True)}
-    for metric, kind, direction in rows.select("metric", "kind", "direction").unique().sort("kind", "metric").iter_rows():
-        arrow = "↑" if direction == "higher" else "↓"
-        values = []
-        for model, _ in models.iter_rows():
-            r = cells.get((metric, model))
-            values.append("" if r is None else f"{format_score(r['mean'], 3)}\n[{format_score(r['ci_low'], 3)}, {format_score(r['ci_high'], 3)}]")
-        table.add_row(f"{metric} {arrow}", kind, *values, style="magenta" if kind == "sharp" else "cyan")
-    return table
-
-
-def emergence_table(emergence: pl.DataFrame, task: str) -> Table:
-    """Metric, kind, linearity and breakthroughness, most breakthrough first."""
-    rows = emergence.filter(pl.col("task") == task).sort("breakthroughness", descending=True, nulls_last=True)
-    table = Table(title=f"{task}: emergence across the ladder (BIG-bench indices)", title_justify="left")
-    for name, justify in (("metric", "left"), ("kind", "left"), ("linearity L", "right"), ("breakthroughness B", "right"), ("models", "right")):
-        table.add_column(name, justify=justify)
-    for r in rows.iter_rows(named=True):
-        style = "magenta" if r["kind"] == "sharp" else "cyan"
-        table.add_row(
-            r["metric"], r["kind"], format_score(r["linearity"]), format_score(r["breakthroughness"]), str(r["n_models"]), style=style
-        )
-    return table
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -181,11 +133,27 @@ def cmd_report(args) -> int:
 
 
 def print_analysis(result) -> None:
+    """Per task: the metric table, the emergence table with its notes, and the sharp-against-smooth verdicts; then
+    where everything was written."""
+    from logprob.display import emergence_notes, emergence_tables, metric_tables, verdict_lines
+
+    width = console.width
     for task in result.metrics["task"].unique(maintain_order=True).to_list():
-        console.print(metrics_table(result.metrics, task))
-        console.print(emergence_table(result.emergence, task))
-    for path in result.written:
-        console.print(f"wrote {path}")
+        for table in metric_tables(result.metrics, task, width):
+            console.print(table)
+        for table in emergence_tables(result.emergence, task, width, result.trends, result.fits):
+            console.print(table)
+        console.print(emergence_notes(result.emergence, task, width), highlight=False)
+        console.print()
+        console.print(verdict_lines(result.comparisons, task, width), highlight=False)
+        console.print()
+    tables = [p for p in result.written if p.suffix == ".parquet"]
+    pngs = [p for p in result.written if p.suffix == ".png"]
+    if result.written:
+        folder = tables[0].parent if tables else pngs[0].parent
+        console.print(f"wrote {len(tables)} tables ({', '.join(p.name for p in tables)}) to {folder}", highlight=False)
+    if pngs:
+        console.print(f"wrote {len(pngs)} figures to {pngs[0].parent}", highlight=False)
 
 
 def cmd_demo(args) -> int:
@@ -194,7 +162,7 @@ def cmd_demo(args) -> int:
     with model_progress() as progress:
         result = run_demo(Path(args.out), progress=progress, n_items=args.items)
     print_analysis(result.analysis)
-    console.print(result.summary)
+    console.print(result.summary, highlight=False)
     return 0
 
 

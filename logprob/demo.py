@@ -6,6 +6,7 @@ a sharp metric jumps where a smooth one of the same outputs rises steadily — c
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from logprob.ladder import ADDITION_GEN_TASK, ADDITION_MC_TASK, LADDER_DIR, load
 from logprob.run import ProgressFactory, score_models
 from logprob.tasks import Task, load_jsonl
 from metrics.analysis import Analysis, analyse_folder
-from metrics.emergence import format_score
+from metrics.numbers import format_breakthroughness, format_interval, format_sig
 from metrics.text import BleuConfig
 
 #: Answers are at most 5 digits plus the newline that ends them.
@@ -59,36 +60,49 @@ def run_demo(
     """Score, generate, analyse and draw; every table and figure lands in `out_dir`."""
     score_models(ladder_specs(ladder_dir), demo_tasks(n_items), out_dir, DEMO_CONFIG, progress=progress)
     analysis = analyse_folder(out_dir, n_resamples=n_resamples, bleu=DEMO_BLEU)
-    return DemoResult(analysis, sharp_vs_smooth_summary(analysis.emergence))
+    return DemoResult(analysis, headline(analysis))
 
 
-def sharp_vs_smooth_summary(emergence: pl.DataFrame) -> str:
-    """Per task, the sharp and smooth metrics side by side, most breakthrough first, in plain words.
+#: The smooth metric the headline compares with: Schaeffer et al.'s per-token log-probability of the answer.
+HEADLINE_SMOOTH = "logprob_target_per_token"
 
-    The closing verdict compares the most breakthrough sharp metric with the median smooth one: more than twice the
-    median's breakthroughness reads as a jump made partly by the metric. It is a reading aid for the table above
-    it, not a test; the numbers are printed beside it.
-    """
+
+def headline(analysis: Analysis, width: int = 100) -> str:
+    """Per task, the sharp metric with the largest B against the per-token log-prob of the same outputs: both B
+    with their intervals (a bound where resolution-limited), and the paired verdict with its interval."""
     lines = []
-    for (task,), rows in emergence.sort("breakthroughness", descending=True, nulls_last=True).group_by(
-        "task", maintain_order=True
-    ):
-        lines.append(f"{task}:")
-        for kind, label in (("sharp", "sharp metrics"), ("smooth", "smooth metrics")):
-            part = rows.filter(pl.col("kind") == kind)
-            cells = [f"{r['metric']} (B={format_score(r['breakthroughness'])}, L={format_score(r['linearity'])})" for r in part.iter_rows(named=True)]
-            lines.append(f"  {label}: " + (", ".join(cells) if cells else "none"))
-        sharp = rows.filter(pl.col("kind") == "sharp")["breakthroughness"].drop_nulls()
-        smooth = rows.filter(pl.col("kind") == "smooth")["breakthroughness"].drop_nulls()
-        if len(sharp) and len(smooth):
-            ratio = sharp.max() / smooth.median() if smooth.median() > 0 else float("inf")
-            lines.append(
-                f"  most breakthrough sharp metric B={format_score(sharp.max())}, median smooth metric B={format_score(smooth.median())}: "
-                + (
-                    "the sharp metric's change is far more concentrated in one step than the smooth metrics' of the "
-                    "same outputs, so part of its jump is made by the metric."
-                    if ratio > 2
-                    else "sharp and smooth metrics are about equally abrupt: the change is in the models, not the metric."
-                )
-            )
-    return "\n".join(lines)
+    for task in analysis.emergence["task"].unique(maintain_order=True).to_list():
+        rows = analysis.emergence.filter(pl.col("task") == task)
+        sharp = rows.filter(pl.col("kind") == "sharp").sort("breakthroughness", descending=True, nulls_last=True)
+        smooth = rows.filter(pl.col("metric") == HEADLINE_SMOOTH)
+        if sharp.is_empty() or smooth.is_empty():
+            continue
+        s, m = sharp.row(0, named=True), smooth.row(0, named=True)
+        pair = analysis.comparisons.filter((pl.col("task") == task) & (pl.col("sharp_metric") == s["metric"])
+                                           & (pl.col("smooth_metric") == m["metric"]))
+        b_sharp = format_breakthroughness(s)
+        if s["resolution_limited"]:
+            items = s["median_step"] * s["n_items"]
+            step = f"set by a median step of {format_sig(s['median_step'])}" if s["median_step"] else \
+                "more than half of the steps are exactly 0"
+            if s["median_step"] and abs(items - round(items)) < 1e-6:
+                step += f": {round(items)} item{'s' if round(items) > 1 else ''} in {s['n_items']}"
+            b_sharp = (f"B ≥ {format_sig(s['breakthroughness_bound'])}: resolution-limited (as computed B = "
+                       f"{format_sig(s['breakthroughness'])}, {step})")
+        else:
+            b_sharp = f"B = {b_sharp}"
+        text = f"{task}: {s['metric']} {b_sharp}; {m['metric']} B = {format_breakthroughness(m)}."
+        if pair.height:
+            r = pair.row(0, named=True)
+            text += (f" Largest-step share {format_sig(r['sharp_share'], 2)} vs {format_sig(r['smooth_share'], 2)}, "
+                     f"paired difference {format_sig(r['share_difference'], 2)} "
+                     f"{format_interval(r['share_difference_ci_low'], r['share_difference_ci_high'], 2)}: "
+                     f"{r['verdict']}" + (f" ({r['comment']})" if r["comment"] else "") + ".")
+            if r["jump_from"] is not None and r["smooth_before_jump"] is not None:
+                text += (f" Before the jump ({r['jump_from']} → {r['jump_to']}) {s['metric']} had made "
+                         f"{100 * r['sharp_before_jump']:.1f}% of its change and {m['metric']} "
+                         f"{100 * r['smooth_before_jump']:.0f}% "
+                         f"[{100 * r['smooth_before_jump_ci_low']:.0f}%, {100 * r['smooth_before_jump_ci_high']:.0f}%].")
+        lines.append(textwrap.fill(text, width=width, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False))
+    return "\n".join(["Headline:", *lines]) if lines else ""

@@ -184,19 +184,31 @@ def write_analysis(result: Analysis, folder: Path, *, figures: bool = True) -> A
 
 
 def write_figures(result: Analysis, out_dir: Path) -> list[Path]:
-    """One metric grid per task; the log-prob gap view for multiple-choice tasks; the sharp-versus-smooth view for
-    generative tasks."""
+    """Per task: the metric grid (indices with intervals, best fits), the sharp-versus-smooth comparison, per-item
+    correlations and difficulty slices where the tables have them; the log-prob gap view for multiple-choice tasks
+    and the sharp-versus-smooth view of generations for generative tasks."""
     from metrics import figures  # matplotlib only when figures are asked for
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for task in result.metrics["task"].unique(maintain_order=True).to_list():
         task_metrics = set(result.metrics.filter(pl.col("task") == task)["metric"].unique().to_list())
-        plots = [("metrics", lambda: figures.metric_grid(result.metrics, result.emergence, task=task))]
+        fits = result.fits if result.fits.height else None
+        plots = [("metrics", lambda: figures.metric_grid(result.metrics, result.emergence, task=task, fits=fits))]
+        if result.comparisons.height and task in set(result.comparisons["task"].to_list()):
+            plots.append(("sharp_vs_smooth",
+                          lambda: figures.sharp_smooth_comparison(result.emergence, result.comparisons, task=task)))
         if {"logprob_best_distractor", "margin"} <= task_metrics:
             plots.append(("logprob_gap", lambda: figures.logprob_gap(result.metrics, task=task)))
         if "exact_match" in task_metrics:
             plots.append(("generative", lambda: figures.sharp_vs_smooth_generative(result.metrics, task=task)))
+        correlations = result.item_correlations
+        if correlations.height and correlations.filter((pl.col("task") == task) & pl.col("spearman").is_not_null()
+                                                       ).height:
+            plots.append(("item_correlations",
+                          lambda: figures.item_correlation_histograms(correlations, result.trends, task=task)))
+        if result.slices.height and task in set(result.slices["task"].to_list()):
+            plots.append(("slices", lambda: figures.difficulty_slice_curves(result.slices, result.trends, task=task)))
         for kind, make in plots:
             path = out_dir / f"{_slug(task)}_{kind}.png"
             figures.save_figure(make(), path)

@@ -21,6 +21,12 @@ Verdict for one pair (the first rule that applies):
 | the jump is made by the metric | Δ's 95% interval lies above 0 and c_smooth ≤ τ_smooth: the same outputs change steadily under the smooth metric and abruptly under the sharp one (Schaeffer et al. 2023) |
 | cannot tell at this resolution | otherwise: Δ's interval includes 0 while the smooth curve is not concentrated |
 
+Progress before the jump (Schaeffer et al. 2023's observation that smooth metrics improve while exact match sits
+at its floor): with k the last model before the sharp metric's largest step, `sharp_before_jump` and
+`smooth_before_jump` are each metric's change from the smallest model to model k as a share of its whole change,
+(y_k − y_1) / |I|, with paired intervals for the smooth one. A sharp metric flat at its floor while the smooth one
+has already made a good part of its progress is the "hidden progress" a jump can hide.
+
 Per sharp metric the *strictest* pair is the one against the smooth metric with the largest share (the smooth
 curve most like a jump); a claim that the metric makes the jump is only as strong as that pair's verdict.
 
@@ -72,6 +78,12 @@ COMPARISONS: dict[str, pl.DataType] = {
     "share_difference": pl.Float64,
     "share_difference_ci_low": pl.Float64,
     "share_difference_ci_high": pl.Float64,
+    "jump_from": pl.String,  # the last model before the sharp metric's largest step
+    "jump_to": pl.String,
+    "sharp_before_jump": pl.Float64,  # share of the sharp metric's change made before its largest step
+    "smooth_before_jump": pl.Float64,  # … and the smooth metric's, over the same models
+    "smooth_before_jump_ci_low": pl.Float64,
+    "smooth_before_jump_ci_high": pl.Float64,
     "sharp_breakthroughness": pl.Float64,
     "smooth_breakthroughness": pl.Float64,
     "verdict": pl.String,
@@ -103,17 +115,35 @@ def verdict(sharp: float, sharp_threshold: float, smooth: float, smooth_threshol
         return NO_JUMP, RULE_NO_JUMP, ""
     if smooth > smooth_threshold:
         if diff_low > 0:
-            comment = "the sharp metric concentrates the change further (difference CI above 0)"
+            comment = "the sharp metric concentrates the change further: difference CI above 0"
         elif diff_high < 0:
-            comment = "the smooth metric is the more abrupt of the two (difference CI below 0)"
+            comment = "the smooth metric is the more abrupt of the two: difference CI below 0"
         else:
-            comment = "both are about as abrupt (difference CI includes 0)"
+            comment = "both are about as abrupt: difference CI includes 0"
         return MODELS, RULE_MODELS, comment
     if not smooth_rising:
         return CANNOT_TELL, RULE_NOT_RISING, ""
     if diff_low > 0:
         return METRIC, RULE_METRIC, ""
     return CANNOT_TELL, RULE_CANNOT_TELL, ""
+
+
+def _before_jump(point: np.ndarray, replicates: np.ndarray, confidence: float) -> dict:
+    """Shares of change made before the sharp curve's largest step: point (2, n) oriented [sharp, smooth],
+    replicates (2, B, n). The step's position is the point estimate's, held fixed across replicates."""
+    nan = float("nan")
+    if point.shape[1] < indices.MIN_MODELS:
+        return {"at": None, "sharp": nan, "smooth": nan, "low": nan, "high": nan}
+    total = indices.improvement(point)  # (2,)
+    if not np.isfinite(total[0]) or total[0] == 0:
+        return {"at": None, "sharp": nan, "smooth": nan, "low": nan, "high": nan}
+    at = int(np.argmax(np.sign(total[0]) * np.diff(point[0])))  # the sharp metric's largest step: at → at + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = (point[:, at] - point[:, 0]) / np.abs(total)  # (2,)
+        reps = (replicates[1, :, at] - replicates[1, :, 0]) / np.abs(indices.improvement(replicates[1]))  # (B,)
+    low, high = percentile_interval(reps[:, None], confidence)
+    return {"at": at, "sharp": float(share[0]), "smooth": float(share[1]), "low": float(low[0]),
+            "high": float(high[0])}
 
 
 def compare(curves: Sequence[Curves]) -> pl.DataFrame:
@@ -143,6 +173,8 @@ def compare(curves: Sequence[Curves]) -> pl.DataFrame:
                     if finite else np.full(2, np.nan)  # (2,)
                 brk = indices.breakthroughness(oriented[pair][:, keep])  # (2,)
                 rho_low = percentile_interval(spearman(rep[m][:, keep], c.x[keep])[:, None], confidence)[0][0]
+                before = _before_jump(oriented[pair][:, keep], rep[pair][:, :, keep], confidence)
+                models = [mdl for mdl, k in zip(c.models, keep) if k]
                 name, rule, comment = verdict(point[0], threshold[0], point[1], threshold[1], low[2], high[2],
                                               bool(rho_low > 0))
                 rows.append({
@@ -152,7 +184,12 @@ def compare(curves: Sequence[Curves]) -> pl.DataFrame:
                     "sharp_share": point[0], "sharp_share_ci_low": low[0], "sharp_share_ci_high": high[0],
                     "smooth_share": point[1], "smooth_share_ci_low": low[1], "smooth_share_ci_high": high[1],
                     "share_difference": point[0] - point[1], "share_difference_ci_low": low[2],
-                    "share_difference_ci_high": high[2], "sharp_breakthroughness": brk[0],
+                    "share_difference_ci_high": high[2],
+                    "jump_from": models[before["at"]] if before["at"] is not None else None,
+                    "jump_to": models[before["at"] + 1] if before["at"] is not None else None,
+                    "sharp_before_jump": before["sharp"], "smooth_before_jump": before["smooth"],
+                    "smooth_before_jump_ci_low": before["low"], "smooth_before_jump_ci_high": before["high"],
+                    "sharp_breakthroughness": brk[0],
                     "smooth_breakthroughness": brk[1], "verdict": name, "rule": rule, "comment": comment,
                     "strictest": False, "method": c.method, "signature": c.bootstrap.signature(),
                 })

@@ -38,7 +38,6 @@ of resamples. `steady_share` is the noise-free value of the same yardstick (the 
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 
@@ -236,16 +235,3 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema=EMERGENCE)
     table = pl.DataFrame(rows, schema_overrides={"largest_step_from": pl.String, "largest_step_to": pl.String})
     return validate(_finish(table, 0.95), EMERGENCE, "emergence")
-
-
-def format_score(value: float | None, digits: int = 2) -> str:
-    """A number for people: `digits` decimals, ∞ for infinities (a breakthroughness can be one), n/a for null.
-
-    >>> [format_score(v) for v in (2.0, float("inf"), -float("inf"), None, float("nan"))]
-    ['2.00', '∞', '−∞', 'n/a', 'n/a']
-    """
-    if value is None or math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    return f"{value:.{digits}f}"

@@ -1,4 +1,5 @@
-"""Metric and emergence tables → matplotlib Figures. Plots only: every number drawn is a value of the tables.
+"""Metric, emergence, comparison, trend and fit tables → matplotlib Figures. Plots only: every number drawn is a
+value of the tables (a fitted shape is drawn from its parameters in the fits table).
 
 Figures are built on `matplotlib.figure.Figure` directly (no pyplot, so no global state and no display backend);
 `save_figure` writes PNG. Sharp metrics are always drawn in SHARP_COLOR and smooth ones in SMOOTH_COLOR, each
@@ -9,17 +10,23 @@ tests and callers can find them.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
-from metrics.emergence import format_score
+from metrics.compare import CANNOT_TELL, COMPARISONS, METRIC, MODELS, NO_JUMP
+from metrics.fits import FITS, predict_shape
+from metrics.numbers import format_breakthroughness, format_count, format_with_interval
 from metrics.registry import HIGHER, SHARP
 from metrics.schema import EMERGENCE, METRICS, validate
+from metrics.trends import ITEM_CORRELATIONS, TRENDS
 
 #: Okabe & Ito (2008) colour-blind-safe pair: vermillion for sharp (all-or-nothing) metrics, blue for smooth ones.
 SHARP_COLOR = "#D55E00"
@@ -53,6 +60,10 @@ UNITS = {
 GENERATIVE_METRICS = ("exact_match", "bleu", "chrf", "token_edit_distance", "token_edit_distance_norm")
 PREDICTED = "predicted_exact_match"
 GAP_METRICS = ("logprob_target", "logprob_best_distractor", "margin")
+#: The best-fitting shape drawn over a metric's points, and its location interval.
+FIT_COLOR = "#333333"
+#: Verdict colours of the sharp-versus-smooth figure (Okabe & Ito): the metric, the models, cannot tell, no jump.
+VERDICT_COLORS = {METRIC: "#D55E00", MODELS: "#009E73", CANNOT_TELL: "#999999", NO_JUMP: "#56B4E9"}
 
 
 def y_label(metric: str, direction: str) -> str:
@@ -79,14 +90,17 @@ def _select_task(metrics: pl.DataFrame, task: str | None) -> tuple[pl.DataFrame,
     return metrics.filter(pl.col("task") == task).sort("non_embedding_params", "model", maintain_order=True), task
 
 
-def _curve(ax: Axes, rows: pl.DataFrame, metric: str, color: str, label: str, linestyle: str = "-") -> None:
-    """One metric's means (line with a marker per model) and bootstrap band against scale, on a log x axis."""
+def _curve(ax: Axes, rows: pl.DataFrame, metric: str, color: str, label: str, linestyle: str = "-",
+           gid: str | None = None) -> None:
+    """One metric's means (line with a marker per model) and bootstrap band against scale, on a log x axis; the
+    artists' gids are "<gid>:mean" and "<gid>:ci" (gid defaults to the metric)."""
     part = rows.filter(pl.col("metric") == metric)
     x = part["non_embedding_params"].to_numpy()
+    gid = gid or metric
     ax.fill_between(x, part["ci_low"].to_numpy(), part["ci_high"].to_numpy(), color=color, alpha=BAND_ALPHA,
-                    linewidth=0, gid=f"{metric}:ci")
+                    linewidth=0, gid=f"{gid}:ci")
     ax.plot(x, part["mean"].to_numpy(), color=color, marker="o", markersize=4, linestyle=linestyle, label=label,
-            gid=f"{metric}:mean")
+            gid=f"{gid}:mean")
     ax.set_xscale("log")
     ax.grid(True, which="major", alpha=0.3)
 
@@ -105,7 +119,7 @@ def _panel(ax: Axes, rows: pl.DataFrame, metric: str, kind: str, title: str | No
 
 
 def _group(fig: Figure | SubFigure, rows: pl.DataFrame, names: Sequence[str], kind: str, nrows: int,
-           scores: dict[str, str]) -> None:
+           scores: dict[str, str], fits: dict[str, dict]) -> None:
     """A grid of panels, one per metric, sharing the x axis; unused cells are removed."""
     ncols = math.ceil(len(names) / nrows)
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
@@ -114,40 +128,85 @@ def _group(fig: Figure | SubFigure, rows: pl.DataFrame, names: Sequence[str], ki
             ax.remove()
             continue
         _panel(ax, rows, names[k], kind, scores.get(names[k]))
+        if names[k] in fits:
+            _fit_overlay(ax, rows, fits[names[k]])
         if k + ncols >= len(names):  # the lowest panel of its column
             ax.set_xlabel(X_LABEL, fontsize=9)
             ax.xaxis.set_tick_params(labelbottom=True)
 
 
-def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, task: str | None = None) -> Figure:
+def _fit_overlay(ax: Axes, rows: pl.DataFrame, fit: dict) -> None:
+    """The best shape as a thin dashed line over the data's range; its location interval as a grey span."""
+    x = rows.filter(pl.col("metric") == fit["metric"])["non_embedding_params"].to_numpy().astype(float)
+    x = x[x > 0]
+    if x.size < 2 or fit["params"] is None:
+        return
+    t = np.linspace(np.log10(x.min()), np.log10(x.max()), 200)
+    ax.plot(10.0**t, predict_shape(fit["shape"], json.loads(fit["params"]), t), color=FIT_COLOR, linewidth=0.9,
+            linestyle="--", gid=f"{fit['metric']}:fit")
+    if fit["location"] is not None and not fit["location_censored"]:
+        ax.axvspan(fit["location_low"], fit["location_high"], color=FIT_COLOR, alpha=0.12, linewidth=0,
+                   gid=f"{fit['metric']}:location")
+
+
+def _index_title(row: dict) -> str:
+    """Panel title: L and B with their intervals (B as a bound when resolution-limited)."""
+    b = format_breakthroughness(row)
+    return f"L = {format_with_interval(row, 'linearity')}\nB {b if b.startswith('≥') else '= ' + b}"
+
+
+def _fit_title(fit: dict) -> str:
+    if fit["location"] is None:
+        return f"best fit: {fit['shape']} (AIC weight {fit['aic_weight']:.2f})"
+    where = "midpoint" if fit["shape"] == "logistic" else "change point"
+    span = "not identified" if fit["location_censored"] else \
+        f"[{format_count(fit['location_low'])}, {format_count(fit['location_high'])}]"
+    return f"best fit: {fit['shape']} (AIC weight {fit['aic_weight']:.2f}),\n{where} {format_count(fit['location'])} " \
+           f"{span}"
+
+
+def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, task: str | None = None,
+                fits: pl.DataFrame | None = None) -> Figure:
     """Every metric of one task against scale, one panel each, sharp metrics in one group and smooth in the other.
 
-    With `emergence`, each panel's title gives the curve's BIG-bench linearity L and breakthroughness B.
+    With `emergence`, each panel's title gives the curve's BIG-bench linearity L and breakthroughness B with their
+    bootstrap intervals (B as a lower bound when it is resolution-limited). With `fits`, the best-fitting shape is
+    drawn as a dashed line and its location interval (midpoint or change point) as a grey span, and named in the
+    title.
     """
     rows, task = _select_task(metrics, task)
     kinds = rows.unique("metric", maintain_order=True).select("metric", "kind")
     sharp = kinds.filter(pl.col("kind") == SHARP)["metric"].to_list()
     smooth = kinds.filter(pl.col("kind") != SHARP)["metric"].to_list()
     scores: dict[str, str] = {}
+    best: dict[str, dict] = {}
+    if fits is not None:
+        fits = validate(fits, FITS, "fits")
+        best = {r["metric"]: r for r in fits.filter((pl.col("task") == task) & pl.col("best")).iter_rows(named=True)}
     if emergence is not None:
-        validate(emergence, EMERGENCE, "emergence")
-        for metric, lin, brk in emergence.filter(pl.col("task") == task).select(
-            "metric", "linearity", "breakthroughness"
-        ).iter_rows():
-            scores[metric] = f"L = {format_score(lin)}, B = {format_score(brk)}"
+        emergence = validate(emergence, EMERGENCE, "emergence")
+        for row in emergence.filter(pl.col("task") == task).iter_rows(named=True):
+            scores[row["metric"]] = _index_title(row)
+    for metric, fit in best.items():
+        scores[metric] = (scores[metric] + "\n" if metric in scores else "") + _fit_title(fit)
 
     groups = [(SHARP_TITLE, sharp, SHARP, SHARP_COLOR), (SMOOTH_TITLE, smooth, "smooth", SMOOTH_COLOR)]
     groups = [g for g in groups if g[1]]
     nrows = min(4, max(len(g[1]) for g in groups))
     ncols = [math.ceil(len(g[1]) / nrows) for g in groups]
-    fig = Figure(figsize=(PANEL_W * sum(ncols) + 0.4 * len(groups), PANEL_H * nrows + 1.0), layout="constrained")
+    title_lines = max((text.count("\n") + 1 for text in scores.values()), default=0)
+    panel_h = PANEL_H + 0.17 * title_lines
+    fig = Figure(figsize=(PANEL_W * sum(ncols) + 0.4 * len(groups), panel_h * nrows + 1.0), layout="constrained")
     subfigs = fig.subfigures(1, len(groups), width_ratios=ncols, squeeze=False)[0]
     for sub, (title, names, kind, color) in zip(subfigs, groups, strict=True):
         sub.suptitle(title, color=color, fontsize=11, fontweight="bold")
-        _group(sub, rows, names, kind, nrows, scores)
+        _group(sub, rows, names, kind, nrows, scores, best)
     legend = f"line: mean over items, band: {BAND_LABEL}"
-    if scores:
-        legend += "; L = linearity, B = breakthroughness (BIG-bench)"
+    if emergence is not None:
+        legend += "; L = linearity, B = breakthroughness (BIG-bench) with 95% intervals"
+    if best:
+        legend += ";\ndashed: best-fitting shape (AIC), grey span: its midpoint or change point with 95% interval " \
+                  "(conditional on that shape)"
     fig.suptitle(f"Task: {task} — every metric against scale\n({legend})", fontsize=12)
     return fig
 
@@ -224,6 +283,153 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -
             axes[k].set_xlabel(X_LABEL, fontsize=9)
             axes[k].xaxis.set_tick_params(labelbottom=True)
     fig.suptitle(f"Task: {task} — sharp exact match vs smooth text metrics (band: {BAND_LABEL})", fontsize=11)
+    return fig
+
+
+def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, task: str | None = None) -> Figure:
+    """Left: how concentrated each metric's change is (largest-step share with its interval; grey tick: the share
+    steady change with the curve's own noise would reach; dashed line: the noise-free steady share). Right: the
+    paired difference sharp − smooth for every pair, coloured by the verdict it leads to (metrics/compare.py)."""
+    emergence = validate(emergence, EMERGENCE, "emergence")
+    comparisons = validate(comparisons, COMPARISONS, "comparisons")
+    tasks = emergence["task"].unique(maintain_order=True).to_list()
+    task = task if task is not None else (tasks[0] if len(tasks) == 1 else None)
+    if task is None or task not in tasks:
+        raise ValueError(f"task: choose one of {tasks} with task=")
+    rows = emergence.filter((pl.col("task") == task) & pl.col("largest_step_share").is_not_null()).sort(
+        "kind", "largest_step_share")
+    pairs = comparisons.filter(pl.col("task") == task).sort("sharp_metric", "share_difference")
+    if rows.is_empty():
+        raise ValueError(f"emergence: no curve of task {task!r} has a largest-step share (needs 3 models)")
+    n_rows = max(rows.height, pairs.height, 4)
+    fig = Figure(figsize=(13.0, 0.24 * n_rows + 2.2), layout="constrained")
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
+    y = np.arange(rows.height)
+    for j, r in enumerate(rows.iter_rows(named=True)):
+        color = SHARP_COLOR if r["kind"] == SHARP else SMOOTH_COLOR
+        low, high = r["largest_step_share_ci_low"], r["largest_step_share_ci_high"]
+        if low is not None:
+            left.plot([low, high], [j, j], color=color, linewidth=2, alpha=0.6)
+        left.plot(r["largest_step_share"], j, "o", color=color, markersize=5, gid=f"{r['metric']}:share")
+        if r["steady_share_threshold"] is not None:
+            left.plot(r["steady_share_threshold"], j, "|", color="#777777", markersize=9, markeredgewidth=1.5)
+    steady = rows["steady_share"].drop_nulls()
+    if len(steady):
+        left.axvline(steady[0], color="#777777", linestyle="--", linewidth=1,
+                     label=f"steady change, no noise ({steady[0]:.2f})")
+    left.plot([], [], "|", color="#777777", markersize=9, markeredgewidth=1.5,
+              label="steady change with this curve's noise (95%)")
+    left.set_yticks(y, [f"{m} ({k})" for m, k in rows.select("metric", "kind").iter_rows()], fontsize=8)
+    left.set_xlim(0, 1.02)
+    left.set_xlabel("share of the whole change made in the largest step", fontsize=9)
+    left.set_title("How concentrated is each curve's change?", fontsize=10)
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06 - 1.2 / max(n_rows, 4)), ncols=2)
+    left.grid(True, axis="x", alpha=0.3)
+
+    labels = []
+    for j, r in enumerate(pairs.iter_rows(named=True)):
+        color = VERDICT_COLORS.get(r["verdict"], "#999999")
+        if r["share_difference_ci_low"] is not None:
+            right.plot([r["share_difference_ci_low"], r["share_difference_ci_high"]], [j, j], color=color,
+                       linewidth=2, alpha=0.7)
+        if r["share_difference"] is not None:
+            right.plot(r["share_difference"], j, "o", color=color, markersize=5,
+                       gid=f"{r['sharp_metric']}-{r['smooth_metric']}:difference")
+        labels.append(f"{r['sharp_metric']} − {r['smooth_metric']}" + (" ★" if r["strictest"] else ""))
+    right.set_yticks(np.arange(pairs.height), labels, fontsize=8)
+    right.axvline(0.0, color="black", linewidth=0.8)
+    for name, color in VERDICT_COLORS.items():
+        if name in set(pairs["verdict"].to_list()):
+            right.plot([], [], "o", color=color, label=name)
+    right.set_xlabel("difference in largest-step share, sharp − smooth (paired 95% interval)", fontsize=9)
+    right.set_title("Sharp against smooth on the same items (★: the strictest pair)", fontsize=10)
+    if pairs.height:
+        right.legend(fontsize=7, loc="best", title="verdict", title_fontsize=7)
+    right.grid(True, axis="x", alpha=0.3)
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelsize=8)
+        ax.invert_yaxis()
+    fig.suptitle(f"Task: {task} — is the jump made by the metric, or do the models change too?", fontsize=11)
+    return fig
+
+
+def item_correlation_histograms(item_correlations: pl.DataFrame, trends: pl.DataFrame | None = None,
+                                task: str | None = None) -> Figure:
+    """Per metric, the histogram of per-item Spearman correlations of the item's score with scale (Schaeffer et al.
+    2024): an average can rise while few items do. Solid line: mean; dashed: median."""
+    item_correlations = validate(item_correlations, ITEM_CORRELATIONS, "item_correlations")
+    tasks = item_correlations["task"].unique(maintain_order=True).to_list()
+    task = task if task is not None else (tasks[0] if len(tasks) == 1 else None)
+    if task is None or task not in tasks:
+        raise ValueError(f"task: choose one of {tasks} with task=")
+    rows = item_correlations.filter((pl.col("task") == task) & pl.col("spearman").is_not_null())
+    names = rows.select("metric", "kind").unique().sort("kind", "metric").rows()
+    if not names:
+        raise ValueError(f"item_correlations: no defined per-item correlation in task {task!r}")
+    ncols = min(4, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = Figure(figsize=(PANEL_W * ncols, (PANEL_H - 0.2) * nrows + 1.0), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, sharex=True, squeeze=False).flat)
+    bins = np.linspace(-1.0, 1.0, 41)
+    for ax, (metric, kind) in zip(axes, names, strict=False):
+        rho = rows.filter(pl.col("metric") == metric)["spearman"].to_numpy()
+        color = SHARP_COLOR if kind == SHARP else SMOOTH_COLOR
+        ax.hist(rho, bins=bins, color=color, alpha=0.7, gid=f"{metric}:hist")
+        ax.axvline(float(np.mean(rho)), color="black", linewidth=1)
+        ax.axvline(float(np.median(rho)), color="black", linewidth=1, linestyle="--")
+        ax.set_title(f"{metric} ({kind})\nmean {np.mean(rho):.2f}, median {np.median(rho):.2f}, "
+                     f"{np.mean(rho > 0):.0%} > 0 (n = {rho.size})", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in axes[len(names):]:
+        ax.remove()
+    fig.supxlabel("Spearman ρ of an item's score with scale, across models (oriented: > 0 = improves)", fontsize=9)
+    fig.supylabel("items", fontsize=9)
+    fig.suptitle(f"Task: {task} — per-item correlations with scale (solid: mean, dashed: median; items with the "
+                 "same score for every model are left out)", fontsize=10)
+    return fig
+
+
+def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = None, task: str | None = None,
+                            metrics: Sequence[str] | None = None) -> Figure:
+    """Every metric's curve drawn separately for each difficulty slice (Wu & Lo 2025), easiest to hardest, with
+    bootstrap bands; panel titles name the slices flagged U-shaped, inverted-U or inverse-scaling in `trends`."""
+    slices = validate(slices, {**METRICS, "slice": pl.String, "difficulty_metric": pl.String}, "slices")
+    rows, task = _select_task(slices, task)
+    names = metrics or rows.unique("metric", maintain_order=True).sort("kind", maintain_order=True)["metric"].to_list()
+    labels = rows["slice"].unique(maintain_order=True).to_list()
+    labels.sort(key=lambda label: int(label[1:].split()[0]))
+    flags: dict[str, list[str]] = {}
+    if trends is not None:
+        trends = validate(trends, TRENDS, "trends")
+        for r in trends.filter((pl.col("task") == task) & (pl.col("slice") != "all")).iter_rows(named=True):
+            flag = r["shape"] or ("inverse scaling" if r["inverse_scaling"] else None)
+            if flag:
+                flags.setdefault(r["metric"], []).append(f"{r['slice'].split()[0]}: {flag}")
+    ncols = min(4, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = Figure(figsize=(PANEL_W * ncols + 0.6, (PANEL_H + 0.2) * nrows + 1.3), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, sharex=True, squeeze=False).flat)
+    palette = colormaps["viridis"](np.linspace(0.85, 0.05, len(labels)))  # light = easy, dark = hard
+    for ax, metric in zip(axes, names, strict=False):
+        for label, color in zip(labels, palette, strict=True):
+            part = rows.filter(pl.col("slice") == label)
+            _curve(ax, part, metric, color, label, gid=f"{metric}:{label}")
+        kind = rows.filter(pl.col("metric") == metric)["kind"][0]
+        ax.set_ylabel(y_label(metric, _direction(rows, metric)), fontsize=8)
+        ax.set_title(f"{metric} ({kind})" + ("\n" + "; ".join(flags[metric]) if metric in flags else ""), fontsize=8,
+                     color=SHARP_COLOR if kind == SHARP else SMOOTH_COLOR)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(names):]:
+        ax.remove()
+    for k in range(len(names)):
+        if k + ncols >= len(names):
+            axes[k].set_xlabel(X_LABEL, fontsize=8)
+            axes[k].xaxis.set_tick_params(labelbottom=True)
+    handles, legend_labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, legend_labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    difficulty = rows["difficulty_metric"][0]
+    fig.suptitle(f"Task: {task} — curves by item difficulty (items cut into {len(labels)} equal groups by their "
+                 f"{difficulty} on the smaller half of the ladder; band: {BAND_LABEL})", fontsize=10)
     return fig
 
 

@@ -157,17 +157,21 @@ def predict(fit: ShapeFit, t) -> np.ndarray:
     >>> predict(linear, [0.0, 3.0]).round(6).tolist()
     [1.1, 4.4]
     """
+    return predict_shape(fit.shape, fit.params, t)
+
+
+def predict_shape(shape: str, p: dict[str, float] | None, t) -> np.ndarray:
+    """A shape's curve at `t` from its parameters (as in `ShapeFit.params` or the fits table's JSON `params`)."""
     t = np.asarray(t, dtype=np.float64)
-    p = fit.params
     if p is None:
         return np.full(t.shape, np.nan)
-    if fit.shape == "linear":
+    if shape == "linear":
         return p["a"] + p["b"] * t
-    if fit.shape == "logistic":
+    if shape == "logistic":
         return p["lo"] + (p["hi"] - p["lo"]) * expit(p["k"] * (t - p["t0"]))
-    if fit.shape == "changepoint":
+    if shape == "changepoint":
         return p["a"] + p["b"] * t + p["c"] * np.maximum(0.0, t - p["tau"])
-    raise ValueError(f"predict: unknown shape {fit.shape!r}; expected one of {SHAPES}")
+    raise ValueError(f"predict: unknown shape {shape!r}; expected one of {SHAPES}")
 
 
 def fit_shapes(

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from logprob.config import ScoreConfig
-from logprob.demo import demo_tasks, ladder_specs, run_demo, sharp_vs_smooth_summary
+from logprob.demo import demo_tasks, ladder_specs, run_demo
 from logprob.ladder import ADDITION_GEN_TASK, load_manifest
 from logprob.run import score_models
 from logprob.tasks import load_jsonl
@@ -18,19 +18,24 @@ from metrics.schema import EMERGENCE, METRICS, validate
 
 def test_demo_reduced_writes_tables_figures_and_summary(tmp_path):
     result = run_demo(tmp_path, n_items=12, n_resamples=50)
-    for name in ("scores", "generations", "metrics", "emergence", "item_metrics"):
+    for name in ("scores", "generations", "metrics", "emergence", "item_metrics", "comparisons", "trends", "fits",
+                 "item_correlations", "slices"):
         assert (tmp_path / f"{name}.parquet").exists()
     metrics = validate(pl.read_parquet(tmp_path / "metrics.parquet"), METRICS, "metrics")
     validate(result.analysis.emergence, EMERGENCE, "emergence")
     n_models = len(load_manifest()["models"])
     assert metrics.filter(pl.col("metric") == "exact_match")["n_items"].to_list() == [12] * n_models
-    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == [
-        "addition_gen_generative.png",
-        "addition_gen_metrics.png",
-        "addition_mc_logprob_gap.png",
-        "addition_mc_metrics.png",
-    ]
+    expected = [f"{task}_{kind}.png" for task in ("addition_gen", "addition_mc")
+                for kind in ("metrics", "sharp_vs_smooth", "item_correlations", "slices")]
+    expected += ["addition_gen_generative.png", "addition_mc_logprob_gap.png"]
+    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == sorted(expected)
     assert "addition_mc:" in result.summary and "addition_gen:" in result.summary
+    # 12 items: exact match sits at 0 for the four smallest models (median step 0, B = ∞ as computed); the headline
+    # must give the bound the data support and say why, never the bare ∞
+    exact = result.analysis.emergence.filter(pl.col("metric") == "exact_match").row(0, named=True)
+    assert exact["breakthroughness"] == math.inf and exact["resolution_limited"] is True
+    assert "exact_match B ≥" in result.summary and "resolution-limited" in result.summary
+    assert "exact_match B = ∞" not in result.summary
     # The demo's BLEU is character-level, and says so where the number is.
     bleu = metrics.filter(pl.col("metric") == "corpus_bleu")["signature"][0]
     assert "tok:char" in bleu
@@ -60,20 +65,3 @@ def test_scalelens_reproduces_the_ladder_manifest(tmp_path):
              "logprob_target_per_token": "token_logprob"}[metric]
         ]
         assert math.isclose(value, expected, abs_tol=1e-4), (model, metric, value, expected)
-
-
-def test_summary_reads_the_emergence_table():
-    emergence = pl.DataFrame(
-        {
-            "task": ["t", "t", "t"],
-            "metric": ["exact_match", "logprob_target", "brier_score"],
-            "kind": ["sharp", "smooth", "smooth"],
-            "direction": ["higher", "higher", "lower"],
-            "linearity": [2.2, 4.0, 3.9],
-            "breakthroughness": [float("inf"), 4.0, 3.5],
-            "n_models": [5, 5, 5],
-        }
-    )
-    text = sharp_vs_smooth_summary(emergence)
-    assert "exact_match (B=∞, L=2.20)" in text
-    assert text.index("logprob_target") < text.index("brier_score")  # most breakthrough first

@@ -53,12 +53,16 @@ def metrics_table(names, task="arith") -> pl.DataFrame:
 
 
 def emergence_table(task="arith") -> pl.DataFrame:
-    return pl.DataFrame(
-        {"task": [task] * 3, "metric": ["multiple_choice_grade", "margin", "brier_score"],
-         "kind": ["sharp", "smooth", "smooth"], "direction": ["higher", "higher", "lower"],
-         "linearity": [1.5, 3.25, None], "breakthroughness": [math.inf, 3.9, 2.0], "n_models": [5, 5, 5]},
-        schema=EMERGENCE,
-    )
+    rows = [
+        {"metric": "multiple_choice_grade", "kind": "sharp", "direction": "higher", "linearity": 1.5,
+         "linearity_ci_low": 1.2, "linearity_ci_high": 1.9, "breakthroughness": math.inf, "resolution_limited": True,
+         "breakthroughness_bound": 12.5, "breakthroughness_ci_low": 9.0, "breakthroughness_ci_high": math.inf},
+        {"metric": "margin", "kind": "smooth", "direction": "higher", "linearity": 3.25, "linearity_ci_low": 3.0,
+         "linearity_ci_high": 3.5, "breakthroughness": 3.9, "resolution_limited": False,
+         "breakthroughness_bound": 3.1, "breakthroughness_ci_low": 3.2, "breakthroughness_ci_high": 4.6},
+        {"metric": "brier_score", "kind": "smooth", "direction": "lower", "linearity": None, "breakthroughness": 2.0},
+    ]
+    return pl.DataFrame([{"task": task, "n_models": 5, **r} for r in rows], schema=EMERGENCE)
 
 
 def _all_axes(fig):
@@ -102,9 +106,9 @@ def test_metric_grid_groups_bands_and_scores(tmp_path):
     fig = metric_grid(table, emergence_table())
     _assert_png(fig, tmp_path / "grid.png")
 
-    assert [sub._suptitle.get_text() for sub in fig.subfigs] == [SHARP_TITLE, SMOOTH_TITLE]
+    assert [sub.get_suptitle() for sub in fig.subfigs] == [SHARP_TITLE, SMOOTH_TITLE]
     assert [len(sub.axes) for sub in fig.subfigs] == [1, 3]
-    assert "arith" in fig._suptitle.get_text()
+    assert "arith" in fig.get_suptitle()
     for name in names:
         ax = _by_ylabel(fig, name)
         assert ax.get_xscale() == "log"
@@ -116,8 +120,11 @@ def test_metric_grid_groups_bands_and_scores(tmp_path):
         _assert_band(ax, table, name)
     assert "↓ better" in _by_ylabel(fig, "brier_score").get_ylabel()
     assert "↑ better" in _by_ylabel(fig, "margin").get_ylabel()
-    assert _by_ylabel(fig, "multiple_choice_grade").get_title() == "L = 1.50, B = ∞"
-    assert _by_ylabel(fig, "brier_score").get_title() == "L = n/a, B = 2.00"
+    # B is never drawn as a bare ∞ when resolution-limited: the bound the data support is
+    assert _by_ylabel(fig, "multiple_choice_grade").get_title() == \
+        "L = 1.50 [1.20, 1.90]\nB ≥ 12.5 (resolution-limited)"
+    assert _by_ylabel(fig, "margin").get_title() == "L = 3.25 [3.00, 3.50]\nB = 3.90 [3.20, 4.60]"
+    assert _by_ylabel(fig, "brier_score").get_title() == "L = n/a\nB = 2.00"
     assert _by_ylabel(fig, "logprob_target").get_title() == ""  # no emergence row for it
     assert any(ax.get_xlabel() == X_LABEL for ax in fig.subfigs[1].axes)
 
@@ -130,7 +137,7 @@ def test_metric_grid_one_kind_and_task_choice(tmp_path):
         metric_grid(table, task="c")
     fig = metric_grid(table, task="a")
     _assert_png(fig, tmp_path / "smooth_only.png")
-    assert [sub._suptitle.get_text() for sub in fig.subfigs] == [SMOOTH_TITLE]
+    assert [sub.get_suptitle() for sub in fig.subfigs] == [SMOOTH_TITLE]
     assert len(_all_axes(fig)) == 2
 
 

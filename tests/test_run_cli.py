@@ -75,9 +75,10 @@ def test_score_then_report_produces_every_table(ladder, small_task, tmp_path, ca
     assert grade.height == len(ladder) and grade["n_items"].to_list() == [6] * len(ladder)
     assert set(emergence["n_models"].to_list()) == {len(ladder)}
     assert {"exact_match", "bleu", "token_edit_distance"} <= set(metrics["metric"].to_list())
-    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["emoji_movie_generative.png",
-                                                                        "emoji_movie_logprob_gap.png",
-                                                                        "emoji_movie_metrics.png"]
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
+        f"emoji_movie_{kind}.png" for kind in
+        ("generative", "item_correlations", "logprob_gap", "metrics", "sharp_vs_smooth", "slices")]
+    assert "is the jump made by the metric" in printed
 
     # An extra metric from a local `evaluate` module script, read with lower-is-better as asked.
     module = Path(__file__).parent / "fixtures" / "evaluate_modules" / "char_overlap.py"
