@@ -5,7 +5,8 @@ score computed from summed per-item sufficient statistics (`corpus_aggregate`, u
 order items by item_id and draw resamples once per (model, task), so all metrics of a model share resamples.
 
 The output has the METRICS columns plus `signature`, the reproducibility string of every setting that produced the
-numbers (bootstrap settings, and sacrebleu's signature for corpus scores).
+numbers: the item rows' own signature (e.g. sacrebleu's for sentence BLEU), then the bootstrap settings; sacrebleu's
+signature for corpus scores.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ def _check_unique(frame: pl.DataFrame, keys: list[str], table: str) -> None:
 
 
 def _describe(frame: pl.DataFrame, extra_info: Mapping[str, MetricInfo] | None) -> pl.DataFrame:
-    """Add kind and direction from the registry (ValueError for an unknown metric)."""
+    """Add taxonomy, kind and direction from the registry (ValueError for an unknown metric)."""
     names = frame["metric"].unique().sort().to_list()
     infos = {name: metric_info(name, extra_info) for name in names}
     lookup = pl.DataFrame(
         {
             "metric": names,
+            "taxonomy": [infos[n].taxonomy for n in names],
             "kind": [infos[n].kind for n in names],
             "direction": [infos[n].direction for n in names],
         },
-        schema={"metric": pl.String, "kind": pl.String, "direction": pl.String},
+        schema={"metric": pl.String, "taxonomy": pl.String, "kind": pl.String, "direction": pl.String},
     )
     return frame.join(lookup, on="metric", how="left")
 
@@ -58,12 +60,20 @@ def aggregate(
     must be described in `extra_info`.
 
     >>> rows = pl.DataFrame({"model": ["m"] * 3, "params": [2] * 3, "non_embedding_params": [1] * 3,
-    ...     "task": ["t"] * 3, "item_id": ["a", "b", "c"], "metric": ["margin"] * 3, "value": [1.0, 2.0, 6.0]})
+    ...     "task": ["t"] * 3, "item_id": ["a", "b", "c"], "metric": ["margin"] * 3, "value": [1.0, 2.0, 6.0],
+    ...     "signature": [""] * 3})
     >>> aggregate(rows, BootstrapConfig(n_resamples=50))["mean"].to_list()
     [3.0]
     """
-    validate(item_metrics, ITEM_METRICS, "item_metrics")
+    item_metrics = validate(item_metrics, ITEM_METRICS, "item_metrics")
     _check_unique(item_metrics, [*_GROUP, "item_id", "metric"], "item_metrics")
+    item_signature = item_metrics.group_by([*_GROUP, "metric"]).agg(pl.col("signature").unique().alias("item_sig"))
+    mixed = item_signature.filter(pl.col("item_sig").list.len() > 1)
+    if mixed.height:
+        row = mixed.row(0, named=True)
+        raise ValueError(f"item_metrics: metric {row['metric']!r} of model {row['model']!r}, task {row['task']!r} "
+                         f"mixes settings {row['item_sig']}; aggregate rows computed under one setting")
+    item_signature = item_signature.with_columns(pl.col("item_sig").list.first())
     cleaned = item_metrics.with_columns(pl.col("value").fill_nan(None))
     parts = []
     for _, group in cleaned.sort([*_GROUP, "item_id"]).group_by(_GROUP, maintain_order=True):
@@ -88,10 +98,14 @@ def aggregate(
         )
     if not parts:
         return pl.DataFrame(schema=METRICS_TABLE)
-    out = _describe(pl.concat(parts), extra_info).with_columns(
+    out = _describe(pl.concat(parts), extra_info).join(item_signature, on=[*_GROUP, "metric"], how="left")
+    out = out.with_columns(
         pl.col("ci_low").fill_nan(None),
         pl.col("ci_high").fill_nan(None),
-        pl.lit(bootstrap.signature()).alias("signature"),
+        pl.when(pl.col("item_sig") != "")
+        .then(pl.concat_str(pl.col("item_sig"), pl.lit("|" + bootstrap.signature())))
+        .otherwise(pl.lit(bootstrap.signature()))
+        .alias("signature"),
     )
     return validate(out.select(list(METRICS_TABLE)), METRICS_TABLE, "metrics")
 
@@ -117,7 +131,7 @@ def corpus_aggregate(
     >>> corpus_aggregate(stats, ["hit", "total"], ratio, "corpus_bleu", BootstrapConfig(n_resamples=20))["mean"][0]
     0.5
     """
-    validate(stats, {**MODEL_COLUMNS, "task": pl.String, "item_id": pl.String}, "corpus statistics")
+    stats = validate(stats, {**MODEL_COLUMNS, "task": pl.String, "item_id": pl.String}, "corpus statistics")
     missing = [c for c in stat_columns if c not in stats.columns]
     if missing:
         raise ValueError(f"corpus statistics: missing statistic column(s) {missing}; found {stats.columns}")

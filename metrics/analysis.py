@@ -16,7 +16,7 @@ from metrics.aggregate import aggregate
 from metrics.bootstrap import BootstrapConfig
 from metrics.choice import choice_metrics
 from metrics.emergence import emergence
-from metrics.registry import MetricInfo
+from metrics.registry import CONTINUOUS, MetricInfo
 from metrics.schema import GENERATIONS, GENERATIONS_FILE, SCORES, SCORES_FILE, validate, write_parquet_atomic
 from metrics.text import (
     BleuConfig,
@@ -56,18 +56,18 @@ def analyse(
     `<module.name>_<output key>`, read with the direction given as `extra_directions[module.name] = (direction,
     source)` (default: higher is better).
     """
-    validate(scores, SCORES, "scores")
+    scores = validate(scores, SCORES, "scores")
     parts = [choice_metrics(scores)]
     has_gens = generations is not None and generations.height > 0
     if has_gens:
-        validate(generations, GENERATIONS, "generations")
+        generations = validate(generations, GENERATIONS, "generations")
         parts.append(text_metrics(generations, exact, bleu))
     extra_info = {}
     for module in extra_modules if has_gens else ():
         rows = extra_metric(generations, module)
         direction, source = (extra_directions or {}).get(module.name, ("higher", f"evaluate module {module.name}"))
         for name in rows["metric"].unique().to_list():
-            extra_info[name] = MetricInfo("smooth", direction, f"Output '{name}' of the evaluate module.", source)
+            extra_info[name] = MetricInfo(CONTINUOUS, direction, f"Output '{name}' of the evaluate module.", source)
         parts.append(rows)
     columns = parts[0].columns
     item_metrics = pl.concat([p.select(columns) for p in parts])

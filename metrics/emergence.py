@@ -37,18 +37,19 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
     """Linearity and breakthroughness per (task, metric) (EMERGENCE table); see the module docstring.
 
     >>> table = pl.DataFrame({"model": ["s", "m", "l"], "params": [1, 2, 3], "non_embedding_params": [1, 2, 3],
-    ...     "task": ["t"] * 3, "metric": ["margin"] * 3, "kind": ["smooth"] * 3, "direction": ["higher"] * 3,
+    ...     "task": ["t"] * 3, "metric": ["margin"] * 3, "taxonomy": ["continuous"] * 3, "kind": ["smooth"] * 3,
+    ...     "direction": ["higher"] * 3,
     ...     "mean": [0.0, 1.0, 2.0], "ci_low": [0.0] * 3, "ci_high": [0.0] * 3, "n_items": [1] * 3})
     >>> emergence(table).select("linearity", "breakthroughness").row(0)
     (2.0, 2.0)
     """
-    validate(metrics_table, METRICS, "metrics")
+    metrics_table = validate(metrics_table, METRICS, "metrics")
     keys = ["task", "metric"]
-    conflicting = metrics_table.group_by(keys).agg(pl.col("kind").n_unique(), pl.col("direction").n_unique()).filter(
-        (pl.col("kind") > 1) | (pl.col("direction") > 1)
-    )
+    conflicting = metrics_table.group_by(keys).agg(
+        pl.col("taxonomy").n_unique(), pl.col("kind").n_unique(), pl.col("direction").n_unique()
+    ).filter((pl.col("taxonomy") > 1) | (pl.col("kind") > 1) | (pl.col("direction") > 1))
     if conflicting.height:
-        raise ValueError(f"metrics: (task, metric) with more than one kind/direction: {conflicting.row(0)}")
+        raise ValueError(f"metrics: (task, metric) with more than one taxonomy/kind/direction: {conflicting.row(0)}")
     dup = metrics_table.group_by([*keys, "model"]).len().filter(pl.col("len") > 1)
     if dup.height:
         raise ValueError(f"metrics: duplicated (task, metric, model), e.g. {dup.row(0, named=True)}")
@@ -65,6 +66,7 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
         ordered.max() - ordered.min()
     )
     per_curve = curve.group_by(keys, maintain_order=True).agg(
+        pl.col("taxonomy").first(),
         pl.col("kind").first(),
         pl.col("direction").first(),
         improvement.alias("I"),
@@ -84,8 +86,10 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
         .alias("breakthroughness"),
     )
     # Curves with every mean null still appear, with n_models 0.
-    all_keys = metrics_table.group_by(keys, maintain_order=True).agg(pl.col("kind").first(), pl.col("direction").first())
-    out = all_keys.join(out.drop("kind", "direction"), on=keys, how="left").with_columns(
+    all_keys = metrics_table.group_by(keys, maintain_order=True).agg(
+        pl.col("taxonomy").first(), pl.col("kind").first(), pl.col("direction").first()
+    )
+    out = all_keys.join(out.drop("taxonomy", "kind", "direction"), on=keys, how="left").with_columns(
         pl.col("n_models").fill_null(0)
     )
     return validate(out.select(list(EMERGENCE)).sort(keys), EMERGENCE, "emergence")

@@ -51,7 +51,7 @@ UNITS = {
 }
 #: Panels of `sharp_vs_smooth_generative`, in order; the last panel overlays the last two names.
 GENERATIVE_METRICS = ("exact_match", "bleu", "chrf", "token_edit_distance", "token_edit_distance_norm")
-PREDICTED = "predicted_exact_match"
+PREDICTED = "prob_reference"
 GAP_METRICS = ("logprob_target", "logprob_best_distractor", "margin")
 
 
@@ -67,7 +67,7 @@ def y_label(metric: str, direction: str) -> str:
 
 def _select_task(metrics: pl.DataFrame, task: str | None) -> tuple[pl.DataFrame, str]:
     """The rows of one task; `task=None` is allowed when the table holds exactly one."""
-    validate(metrics, METRICS, "metrics")
+    metrics = validate(metrics, METRICS, "metrics")
     tasks = metrics["task"].unique(maintain_order=True).to_list()
     if task is None:
         if len(tasks) != 1:
@@ -130,7 +130,7 @@ def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, ta
     smooth = kinds.filter(pl.col("kind") != SHARP)["metric"].to_list()
     scores: dict[str, str] = {}
     if emergence is not None:
-        validate(emergence, EMERGENCE, "emergence")
+        emergence = validate(emergence, EMERGENCE, "emergence")
         for metric, lin, brk in emergence.filter(pl.col("task") == task).select(
             "metric", "linearity", "breakthroughness"
         ).iter_rows():
@@ -192,7 +192,7 @@ def logprob_gap(metrics: pl.DataFrame, task: str | None = None) -> Figure:
 
 def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -> Figure:
     """Exact match (sharp) beside BLEU, chrF and token edit distance (smooth) against scale, and a last panel with
-    measured exact match and the predicted Π_t p_t of the reference (`predicted_exact_match`) on the same axes.
+    measured exact match and the predicted Π_t p_t of the reference (`prob_reference`) on the same axes.
     Absent metrics are skipped; a table with none of them raises ValueError."""
     rows, task = _select_task(metrics, task)
     found = _require(rows, (*GENERATIVE_METRICS, PREDICTED), task, "sharp_vs_smooth_generative")
