@@ -16,8 +16,9 @@ acc_norm follows lm-evaluation-harness (`ConfigurableTask.process_results`): lm-
 `target_delimiter + choice` (" 99" for the choice "99") but divides its log-likelihood by `len(choice)`, the length
 in characters *without* the delimiter. A score table holds only the continuation, so here the delimiter is the
 continuation's leading whitespace and the normaliser is `len(choice_text.lstrip())`, computed from `choice_text`
-(so tables scored elsewhere, e.g. lm-eval's own `arg_1`, get the same rule). Whitespace that begins a choice
-itself cannot be told from a delimiter and is not counted either. When some choice of an item has no character
+(so tables scored elsewhere, e.g. lm-eval's own `arg_1`, get the same rule). "Whitespace" is Unicode White_Space
+(polars `strip_chars_start`), which is Python's `str.lstrip` set except the four ASCII separators U+001C–U+001F.
+Whitespace that begins a choice itself cannot be told from a delimiter and is not counted either. When some choice of an item has no character
 left (empty or all whitespace), lm-eval would divide by zero; scalelens leaves acc_norm null for that item.
 
 Graded items (BIG-bench `target_scores`, the score table's `target_score` column) also get `bigbench_grade`, the
