@@ -64,7 +64,9 @@ class PackedBatch:
 def make_segments(requests: Sequence[Request], share_contexts: bool, budget: int) -> list[Segment]:
     """Group requests with identical context ids (after the boundary rule and truncation) into shared segments.
 
-    Only identical ids share: a choice whose split or truncation gave different context ids gets its own segment.
+    Only identical ids share. The boundary rule gives every choice of an item the same context ids (`enc` of the
+    context without its trailing whitespace, whatever the choice), so the choices of an item differ only after left
+    truncation, which keeps fewer context tokens for a longer continuation: such a choice gets its own segment.
     A group is split so that no segment exceeds `budget` tokens (a single request longer than that stays whole).
 
     >>> from logprob.tokenize import Request

@@ -35,7 +35,9 @@ class ScoreConfig:
     """How requests are batched and scored. None of these may change a reported number beyond float tolerance,
     except `max_length` (left truncation) and the generation settings; all of them are recorded anyway."""
 
-    token_budget: int | None = None  # tokens per forward pass; None = automatic (4096 on CPU, from free memory on CUDA)
+    # tokens per forward pass; None = automatic (logprob.score.CPU_TOKEN_BUDGET = 2048 on CPU, from free memory on
+    # CUDA, see logprob.score.auto_token_budget)
+    token_budget: int | None = None
     max_length: int | None = None  # None = the model's own maximum context
     share_contexts: bool = True  # encode a context once for all of its choices
     max_new_tokens: int = 32  # greedy generation bound

@@ -37,7 +37,7 @@ def blocks(header: Sequence[str], rows: Sequence[Sequence[str]], n_keys: int, wi
     """Column indices of each block: the first `n_keys` columns in every block, the others dealt out in order so
     that each block's measured width fits `width` (a column wider than the console gets a block of its own).
 
-    >>> blocks(["k", "aaaa", "bbbb", "cccc"], [["x", "1", "2", "3"]], n_keys=1, width=15)
+    >>> blocks(["k", "aaaa", "bbbb", "cccc"], [["x", "1", "2", "3"]], n_keys=1, width=19)  # 5 + 7 + 7 fit 19
     [[0, 1, 2], [0, 3]]
     """
     widths = [max(_width(h), *(_width(r[j]) for r in rows)) + COLUMN_OVERHEAD for j, h in enumerate(header)]

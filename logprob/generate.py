@@ -7,8 +7,15 @@ minimum length, ...) into any config passed to it, which would silently change w
 The prompt is the item's context encoded exactly as lm-eval's `generate_until` sees it (the context as written,
 trailing whitespace included), left-truncated so that prompt + `max_new_tokens` fits `max_length`. References are
 encoded as continuations of the context by the boundary rule of `logprob.tokenize`, so `reference_token_ids` are the
-very tokens whose log-probs the score table holds. (Caveat, as in lm-eval: when a context ends in whitespace, the
-prompt keeps it while the reference ids start with it, so prediction and reference token ids are then offset by it.)
+very tokens whose log-probs the score table holds.
+
+The prediction is encoded by the same rule for comparison: `prediction_token_ids` are the tokens of `prediction` as a
+continuation of the context, exactly as a reference with that text would be encoded. The model's own tokens can
+differ: when the context ends in whitespace (every BIG-bench prompt ends in "A: "), the prompt keeps it and the
+model generates "Paris" after it, while the boundary rule moves the space into the continuation (" Paris"), which a
+BPE tokenizer may encode as other tokens. Comparing the model's own tokens with the references would then count a
+perfect answer as at least one edit; under one rule a generation equal to a reference has token edit distance 0.
+The model's own tokens are kept in `generated_token_ids`.
 
 Generation stops per row at the first of: an EOS token, a decoded text containing a stop sequence, or
 `max_new_tokens` tokens. What each output column means:
@@ -16,10 +23,13 @@ Generation stops per row at the first of: an EOS token, a decoded text containin
 - `prediction`: the decoded continuation cut before the earliest stop sequence (EOS itself is not decoded).
 - `n_generated_tokens`: tokens the model produced, up to and including the token that completed the stop sequence
   or the EOS token; this is what generation cost, not the length of `prediction`.
-- `prediction_token_ids`: the longest prefix of the generated ids that decodes to a prefix of `prediction`, i.e. the
+- `generated_token_ids`: the longest prefix of the generated ids that decodes to a prefix of `prediction`, i.e. the
   model's own tokens before the stop. A token that straddles the stop (".\\n" with stop "\\n") is left out, so its
   characters before the stop are in `prediction` but not in these ids.
+- `prediction_token_ids`: `prediction` encoded as a continuation of the context (above); comparable with
+  `reference_token_ids`.
 - `stop_reason`: "stop_sequence", "eos" or "max_new_tokens".
+- `n_truncated`: prompt tokens cut from the left (0 when the prompt fit).
 """
 
 from __future__ import annotations
@@ -69,7 +79,7 @@ def generate_items(
             f"max_length: {max_length} leaves no room for a prompt before max_new_tokens {config.max_new_tokens}"
         )
     tokenizer = loaded.tokenizer
-    prompts, references = _encode(tokenizer, gen_items, max_prompt)
+    prompts, references, n_truncated = _encode(tokenizer, gen_items, max_prompt)
     eos = _eos_ids(loaded)
     stops = config.stop_sequences
 
@@ -98,40 +108,47 @@ def generate_items(
             progress(len(batch))
 
     rows = [_finish(tokenizer, ids, eos, stops) for ids in generated]
+    predictions = [r[0] for r in rows]
+    encoded = encode_pairs(tokenizer, [(item.context, text) for item, text in zip(gen_items, predictions)])
     return pl.DataFrame(
         {
             "item_id": [item.item_id for item in gen_items],
-            "prediction": [r[0] for r in rows],
+            "prediction": predictions,
             "n_generated_tokens": [len(ids) for ids in generated],
-            "prediction_token_ids": [r[1] for r in rows],
+            "generated_token_ids": [r[1] for r in rows],
+            "prediction_token_ids": [cont for _, cont in encoded],
             "references": [list(item.references) for item in gen_items],
             "reference_token_ids": references,
             "stop_reason": [r[2] for r in rows],
+            "n_truncated": n_truncated,
         },
         schema=COLUMNS,
     )
 
 
-def _encode(tokenizer, items: Sequence[Item], max_prompt: int) -> tuple[list[list[int]], list[list[list[int]]]]:
-    """Prompt ids (left-truncated to `max_prompt`) and each reference's continuation ids, per item.
+def _encode(
+    tokenizer, items: Sequence[Item], max_prompt: int
+) -> tuple[list[list[int]], list[list[list[int]]], list[int]]:
+    """Prompt ids (left-truncated to `max_prompt`), each reference's continuation ids, and the number of prompt
+    tokens cut, per item.
 
     The prompt is the `(context, "")` pair of the boundary rule put back together: with an empty continuation the
     split is `enc(context.rstrip())` + the rest of `enc(context)`, so the two parts join to `enc(context)` itself.
     """
     pairs = [(item.context, text) for item in items for text in ("", *item.references)]
     encoded = iter(encode_pairs(tokenizer, pairs))
-    prompts, references = [], []
-    n_cut = 0
+    prompts, references, cut = [], [], []
     for item in items:
         ctx, rest = next(encoded)
         prompt = ctx + rest
-        n_cut += len(prompt) > max_prompt
+        cut.append(max(0, len(prompt) - max_prompt))
         prompts.append(prompt[-max_prompt:])
         references.append([next(encoded)[1] for _ in item.references])
+    n_cut = sum(c > 0 for c in cut)
     if n_cut:
         log.warning("%d of %d generative prompts exceed %d tokens (max_length - max_new_tokens): "
                     "they were truncated from the left", n_cut, len(items), max_prompt)
-    return prompts, references
+    return prompts, references, cut
 
 
 def _eos_ids(loaded: LoadedModel) -> frozenset[int]:
@@ -218,7 +235,7 @@ def _greedy(
 
 
 def _finish(tokenizer, ids: list[int], eos: frozenset[int], stops: Sequence[str]) -> tuple[str, list[int], str]:
-    """(prediction, prediction_token_ids, stop_reason) of one row's generated ids (module docstring)."""
+    """(prediction, generated_token_ids, stop_reason) of one row's generated ids (module docstring)."""
     body = ids[:-1] if ids and ids[-1] in eos else ids
     text = tokenizer.decode(body)
     cut = _first_stop(text, stops)

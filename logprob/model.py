@@ -102,13 +102,17 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def max_length_of(config, tokenizer) -> int:
-    """The model's context length, resolved as lm-eval 0.4.13 does: the (text) config's n_positions,
-    max_position_embeddings or n_ctx, else the tokenizer's model_max_length, else DEFAULT_MAX_LENGTH."""
-    cfg = getattr(config, "text_config", None) or config
-    for attr in MAX_LENGTH_ATTRS:
-        value = getattr(cfg, attr, None)
-        if value is not None:
-            return int(value)
+    """The model's context length, in the order lm-eval 0.4.13's `resolve_max_length` documents: the nested
+    `text_config`'s n_positions, max_position_embeddings or n_ctx (a composite config may state a modality encoder's
+    limit at the top level), then the same attributes of the top-level config, then the tokenizer's
+    model_max_length, then DEFAULT_MAX_LENGTH. (lm-eval's code reads only `text_config` when one exists and never
+    falls back to the top level; scalelens follows the documented order, which differs only for a `text_config`
+    that states no length.)"""
+    for cfg in (getattr(config, "text_config", None), config):
+        for attr in MAX_LENGTH_ATTRS:
+            value = getattr(cfg, attr, None) if cfg is not None else None
+            if value is not None:
+                return int(value)
     value = getattr(tokenizer, "model_max_length", None)
     if value is not None and value != TOKENIZER_INFINITY:
         return int(value)

@@ -9,9 +9,10 @@ Model families in PACKABLE_MODEL_TYPES get packed rows (shared contexts, a custo
 transformers returns a 4-D mask as given, `masking_utils._preprocess_mask_arguments`). Any other causal LM is scored
 one request per right-padded row under its own causal mask: slower, same numbers.
 
-Speed choices, measured on CPU (Pythia-70m shape, float32, interleaved A/B; see the tuning report): rows are
-filled best-fit and rows of similar fill share a pass, so a pass is barely padded (4-choice items: 17% fewer grid
-tokens); passes hold CPU_TOKEN_BUDGET tokens, not one long sequence each: many small passes lost badly with two
+Speed choices, measured on CPU (Pythia-70m shape, float32, interleaved A/B runs during development; those runs
+were not kept as a report, so the numbers below are their only record; `benchmarks/RESULTS.md` holds the whole
+scorer's benchmark against lm-eval): rows are filled best-fit and rows of similar fill share a pass, so a pass is
+barely padded (4-choice items: 17% fewer grid tokens); passes hold CPU_TOKEN_BUDGET tokens, not one long sequence each: many small passes lost badly with two
 threads; a pass of unpadded plain sequences gets no mask (SDPA's causal kernel); the (chunk, V) logits and 0/1
 buffers live across passes in a `Scratch`, as fresh ones page-fault on first write. Budget and logits chunk
 were then set on a quiet machine for memory at equal speed: 2048 tokens and 8M logits per chunk used 184 MB above
@@ -296,6 +297,11 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
     return _frame(items, requests, n_tokens, logprob.numpy(), rank.numpy())
 
 
+def _target_score(item: Item, choice: int) -> float | None:
+    """The choice's graded credit, or None for an item without `target_scores`."""
+    return None if item.target_scores is None else item.target_scores[choice]
+
+
 def _frame(items: Sequence[Item], requests: Sequence[Request], n_tokens: np.ndarray, logprob: np.ndarray,
            rank: np.ndarray) -> pl.DataFrame:
     """Flat per-token results (request order) → one row per request with list columns."""
@@ -317,6 +323,9 @@ def _frame(items: Sequence[Item], requests: Sequence[Request], n_tokens: np.ndar
         "choice_text": [items[r.item_index].continuations[r.choice] for r in requests],
         "is_target": [r.choice in items[r.item_index].targets for r in requests],
         "n_tokens": n_tokens.astype(np.int32),
+        "target_score": pl.Series([_target_score(items[r.item_index], r.choice) for r in requests],
+                                  dtype=pl.Float64),
+        "n_truncated": np.array([r.n_truncated for r in requests], dtype=np.int32),
     })
     frame = pl.concat([meta, per_request.drop("request")], how="horizontal").with_columns(
         n_chars=pl.col("choice_text").str.len_chars().cast(pl.Int32),

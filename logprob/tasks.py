@@ -28,7 +28,7 @@ BIGBENCH_CHOICE_PREFIX = "\n  choice: "
 #: BIG-bench's `random_seed` default; `default_format_fn` seeds a fresh RandomState with it for every example.
 BIGBENCH_SEED = 42
 
-JSONL_FIELDS = ("id", "context", "choices", "target", "references")
+JSONL_FIELDS = ("id", "context", "choices", "target", "target_scores", "references")
 
 
 class TaskError(ValueError):
@@ -47,6 +47,10 @@ class Item:
     or indices of the correct ones. A generative item has `references` instead; each reference is scored
     teacher-forced as a target, and the model may also be asked to generate.
 
+    A multiple-choice item may also carry `target_scores`, one number per choice: graded credit, as in BIG-bench's
+    `target_scores`, read by the `bigbench_grade` metric. The targets must then be exactly the choices with the
+    highest score, as BIG-bench defines its correct choices.
+
     Construction validates and normalises, so items built in Python are checked like loaded ones: lists become
     tuples and a plain int `target` becomes a 1-tuple.
 
@@ -63,6 +67,7 @@ class Item:
     choices: tuple[str, ...] = ()
     target: tuple[int, ...] = ()
     references: tuple[str, ...] = ()
+    target_scores: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.item_id, str) or not self.item_id:
@@ -91,6 +96,8 @@ class Item:
             if self.target:
                 raise TaskError(f"{where}: field 'target': must be empty for a generative item "
                                 "(every reference is a target)")
+            if self.target_scores is not None:
+                raise TaskError(f"{where}: field 'target_scores': only for multiple-choice items")
             return
         if len(set(self.choices)) != len(self.choices):
             raise TaskError(f"{where}: field 'choices': duplicate choice strings {list(self.choices)!r}")
@@ -103,6 +110,13 @@ class Item:
                                 f"(expected 0..{n - 1})")
         if len(set(self.target)) != len(self.target):
             raise TaskError(f"{where}: field 'target': duplicate indices {list(self.target)!r}")
+        if self.target_scores is not None:
+            scores = _target_scores(self.target_scores, n, where)
+            object.__setattr__(self, "target_scores", scores)
+            best = tuple(i for i, v in enumerate(scores) if v == max(scores))
+            if tuple(sorted(self.target)) != best:
+                raise TaskError(f"{where}: field 'target': must be the choices with the highest target score "
+                                f"{list(best)}, got {list(self.target)}")
 
     @property
     def kind(self) -> str:
@@ -117,6 +131,17 @@ class Item:
     def targets(self) -> tuple[int, ...]:
         """Indices into `continuations` that are correct (every reference of a generative item)."""
         return tuple(range(len(self.references))) if self.references else self.target
+
+
+def _target_scores(value: Any, n_choices: int, where: str) -> tuple[float, ...]:
+    """One finite number per choice, as floats."""
+    if not isinstance(value, (list, tuple)) or len(value) != n_choices:
+        raise TaskError(f"{where}: field 'target_scores': expected a list of {n_choices} numbers (one per choice), "
+                        f"got {value!r:.80}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise TaskError(f"{where}: field 'target_scores': expected finite numbers, got {v!r}")
+    return tuple(float(v) for v in value)
 
 
 def _strings(value: Any, name: str, where: str) -> tuple[str, ...]:
@@ -160,7 +185,9 @@ def load_jsonl(path: str | os.PathLike, task_name: str | None = None) -> Task:
 
     Fields: `id` (string or int, stored as a string), `context` (string), then either `choices` (non-empty list
     of strings) with `target` (an int or a non-empty list of ints indexing `choices`), or `references`
-    (non-empty list of strings). Continuations are scored exactly as written: put any separating space at the
+    (non-empty list of strings). A multiple-choice item may add `target_scores`, a list of numbers, one per
+    choice (graded credit, as BIG-bench's `target_scores`); `target` may then be left out and is the choices with
+    the highest score (if given, it must be exactly those). Continuations are scored exactly as written: put any separating space at the
     end of `context` or the start of each choice yourself. The task name defaults to the file stem.
 
     >>> import pathlib, tempfile
@@ -211,16 +238,25 @@ def _jsonl_item(row: Any, where: str) -> Item:
     if "choices" in row and "references" in row:
         raise TaskError(f"{where}: fields 'choices' and 'references': give one or the other, not both")
     if "choices" in row:
-        if "target" not in row:
-            raise TaskError(f"{where}: missing field 'target' (needed with 'choices')")
         _require_nonempty_list(row["choices"], "choices", where)
-        target = row["target"]
-        if not (_is_int(target) or (isinstance(target, list) and target)):
-            raise TaskError(f"{where}: field 'target': expected an int or a non-empty list of ints, got {target!r}")
-        fields = {"choices": row["choices"], "target": target}
+        fields = {"choices": row["choices"]}
+        if "target_scores" in row:
+            scores = _target_scores(row["target_scores"], len(row["choices"]), where)
+            fields["target_scores"] = scores
+            if "target" not in row:  # BIG-bench's correct choices: the highest-scoring ones
+                fields["target"] = [i for i, v in enumerate(scores) if v == max(scores)]
+        elif "target" not in row:
+            raise TaskError(f"{where}: missing field 'target' (needed with 'choices', unless 'target_scores' is given)")
+        if "target" in row:
+            target = row["target"]
+            if not (_is_int(target) or (isinstance(target, list) and target)):
+                raise TaskError(f"{where}: field 'target': expected an int or a non-empty list of ints, got {target!r}")
+            fields["target"] = target
     elif "references" in row:
         if "target" in row:
             raise TaskError(f"{where}: field 'target': not allowed with 'references' (every reference is a target)")
+        if "target_scores" in row:
+            raise TaskError(f"{where}: field 'target_scores': not allowed with 'references' (only for 'choices')")
         _require_nonempty_list(row["references"], "references", where)
         fields = {"references": row["references"]}
     else:
@@ -253,6 +289,8 @@ def write_jsonl(task: Task, path: str | os.PathLike) -> Path:
         else:
             row["choices"] = list(item.choices)
             row["target"] = list(item.target)
+            if item.target_scores is not None:
+                row["target_scores"] = list(item.target_scores)
         lines.append(json.dumps(row, ensure_ascii=False))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -299,8 +337,9 @@ def parse_bigbench(data: Any, default_name: str | None = None, source: str = "<d
     "\nA: ".
 
     Items: an example with `target_scores` gives a multiple-choice item whose choices are the keys in file
-    order and whose `target` is every index whose score equals the maximum (BIG-bench's "correct" options for
-    its Brier score; its multiple_choice_grade takes the score of the argmax choice). An example with `target`
+    order, whose `target` is every index whose score equals the maximum (BIG-bench's "correct" options for
+    its Brier score), and whose `target_scores` keep every score (BIG-bench's multiple_choice_grade takes the score
+    of the argmax choice: scalelens's `bigbench_grade`). An example with `target`
     (a string or a list of strings) gives a generative item with those references. Ids are the 0-based example
     index: "<n>" for an example of one kind, "<n>/mc" and "<n>/gen" for an example with both. Exact duplicate
     examples are dropped with a warning, as BIG-bench does; ids keep the original index.
@@ -311,8 +350,8 @@ def parse_bigbench(data: Any, default_name: str | None = None, source: str = "<d
     [('0/mc', 'multiple_choice'), ('0/gen', 'generative')]
     >>> task.items[0].context
     '\nQ: 2+2?\n  choice: 5\n  choice: 4\nA: '
-    >>> task.items[0].choices, task.items[0].target, task.items[1].references
-    (('4', '5'), (0,), ('4',))
+    >>> task.items[0].choices, task.items[0].target, task.items[0].target_scores, task.items[1].references
+    (('4', '5'), (0,), (1.0, 0.0), ('4',))
     """
     if not isinstance(data, dict):
         raise TaskError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
@@ -359,9 +398,9 @@ def parse_bigbench(data: Any, default_name: str | None = None, source: str = "<d
         if not (has_mc or has_gen):
             raise TaskError(f"{where}: missing field 'target_scores' or 'target'")
         body = example["input"]
-        choices, target = (), ()
+        choices, target, scores = (), (), None
         if has_mc:
-            choices, target = _bigbench_choices(example["target_scores"], where)
+            choices, target, scores = _bigbench_choices(example["target_scores"], where)
             if append_choices:
                 order = np.random.RandomState(seed=BIGBENCH_SEED).permutation(len(choices))  # (n_choices,)
                 ranked = sorted(choices)
@@ -371,7 +410,8 @@ def parse_bigbench(data: Any, default_name: str | None = None, source: str = "<d
         both = has_mc and has_gen
         try:
             if has_mc:
-                items.append(Item(f"{n}/mc" if both else f"{n}", context, choices=choices, target=target))
+                items.append(Item(f"{n}/mc" if both else f"{n}", context, choices=choices, target=target,
+                                  target_scores=scores))
             if has_gen:
                 items.append(Item(f"{n}/gen" if both else f"{n}", context, references=refs))
         except TaskError as e:
@@ -386,8 +426,9 @@ def _str_setting(data: dict, name: str, default: str, source: str) -> str:
     return value
 
 
-def _bigbench_choices(scores: Any, where: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Choices in file order; targets are the indices whose score equals the maximum, which must be > 0."""
+def _bigbench_choices(scores: Any, where: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[float, ...]]:
+    """Choices in file order; targets are the indices whose score equals the maximum, which must be > 0; and every
+    choice's score."""
     if not isinstance(scores, dict) or not scores:
         raise TaskError(f"{where}: field 'target_scores': expected a non-empty object of choice → score, "
                         f"got {scores!r:.80}")
@@ -401,7 +442,7 @@ def _bigbench_choices(scores: Any, where: str) -> tuple[tuple[str, ...], tuple[i
     if len(values) > 1 and best == min(values):
         # BIG-bench's own rule (default_format_fn): correct choices must score higher than the rest.
         raise TaskError(f"{where}: field 'target_scores': every choice has score {best!r}, so none is singled out")
-    return tuple(scores), tuple(i for i, v in enumerate(values) if v == best)
+    return tuple(scores), tuple(i for i, v in enumerate(values) if v == best), tuple(float(v) for v in values)
 
 
 def _bigbench_references(target: Any, where: str) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ draws one set of resamples per task over the task's items sorted by item_id, so 
 task share resamples (paired), and the intervals here come from the same replicates as the emergence intervals.
 
 The output has the METRICS columns plus `signature`, the reproducibility string of every setting that produced the
-numbers (bootstrap settings, and sacrebleu's signature for corpus scores).
+numbers: the item rows' own signature (e.g. sacrebleu's for sentence BLEU), then the bootstrap settings; sacrebleu's
+signature for corpus scores.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
             "non_embedding_params": np.tile(c.non_embedding_params, M),
             "task": [c.task] * (M * n),
             "metric": np.repeat(np.array(c.metrics, dtype=object), n).tolist(),
+            "taxonomy": [i.taxonomy for i in c.info for _ in range(n)],
             "kind": [i.kind for i in c.info for _ in range(n)],
             "direction": [i.direction for i in c.info for _ in range(n)],
             "mean": c.means.reshape(-1),
@@ -74,7 +76,8 @@ def aggregate(
     must be described in `extra_info`.
 
     >>> rows = pl.DataFrame({"model": ["m"] * 3, "params": [2] * 3, "non_embedding_params": [1] * 3,
-    ...     "task": ["t"] * 3, "item_id": ["a", "b", "c"], "metric": ["margin"] * 3, "value": [1.0, 2.0, 6.0]})
+    ...     "task": ["t"] * 3, "item_id": ["a", "b", "c"], "metric": ["margin"] * 3, "value": [1.0, 2.0, 6.0],
+    ...     "signature": [""] * 3})
     >>> aggregate(rows, BootstrapConfig(n_resamples=50))["mean"].to_list()
     [3.0]
     """

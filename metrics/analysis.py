@@ -23,7 +23,7 @@ from metrics.compare import compare
 from metrics.curves import Curves, add_corpus_metric, item_curves
 from metrics.emergence import emergence_from_curves
 from metrics.fits import fit_table
-from metrics.registry import MetricInfo
+from metrics.registry import CONTINUOUS, MetricInfo
 from metrics.schema import GENERATIONS, GENERATIONS_FILE, SCORES, SCORES_FILE, validate, write_parquet_atomic
 from metrics.slices import DEFAULT_SLICES, difficulty_slices, slice_table
 from metrics.text import (
@@ -116,7 +116,7 @@ def analyse(
         rows = extra_metric(generations, module)
         direction, source = (extra_directions or {}).get(module.name, ("higher", f"evaluate module {module.name}"))
         for name in rows["metric"].unique().to_list():
-            extra_info[name] = MetricInfo("smooth", direction, f"Output '{name}' of the evaluate module.", source)
+            extra_info[name] = MetricInfo(CONTINUOUS, direction, f"Output '{name}' of the evaluate module.", source)
         parts.append(rows)
     columns = parts[0].columns
     item_metrics = pl.concat([p.select(columns) for p in parts])

@@ -123,8 +123,12 @@ def item_curves(
 ) -> list[Curves]:
     """One `Curves` per task from per-item metric values (ITEM_METRICS, long), with paired bootstrap replicates.
 
+    Every row of one (task, metric) must carry the same `signature` (the settings behind the values); it becomes
+    the metric's signature.
+
     >>> rows = pl.DataFrame({"model": ["s", "s", "l", "l"], "params": [2, 2, 4, 4], "non_embedding_params": [1, 1, 3, 3],
-    ...     "task": ["t"] * 4, "item_id": ["a", "b", "a", "b"], "metric": ["margin"] * 4, "value": [0.0, 1.0, 2.0, 4.0]})
+    ...     "task": ["t"] * 4, "item_id": ["a", "b", "a", "b"], "metric": ["margin"] * 4, "value": [0.0, 1.0, 2.0, 4.0],
+    ...     "signature": [""] * 4})
     >>> (c,) = item_curves(rows, BootstrapConfig(n_resamples=20))
     >>> c.models, c.means.tolist(), c.replicates.shape
     (('s', 'l'), [[0.5, 3.0]], (1, 20, 2))
@@ -134,9 +138,16 @@ def item_curves(
     if dup.height:
         raise ValueError(f"item_metrics: {dup.height} duplicated key(s) over (model, task, item_id, metric), "
                          f"e.g. {dup.drop('len').row(0, named=True)}")
-    signatures = signatures or {}
+    signatures = dict(signatures or {})
+    settings = item_metrics.group_by("task", "metric").agg(pl.col("signature").unique().sort())
+    mixed = settings.filter(pl.col("signature").list.len() > 1)
+    if mixed.height:
+        row = mixed.row(0, named=True)
+        raise ValueError(f"item_metrics: metric {row['metric']!r} of task {row['task']!r} mixes settings "
+                         f"{row['signature']}; numbers computed under different settings cannot share a curve")
     out = []
     for (task,), group in item_metrics.group_by("task", maintain_order=True):
+        own = {m: sig[0] for m, sig in settings.filter(pl.col("task") == task).select("metric", "signature").iter_rows()}
         models = _model_table(group, x, "item_metrics")
         items = group["item_id"].unique().sort().to_list()
         names = group["metric"].unique().sort().to_list()
@@ -150,7 +161,7 @@ def item_curves(
         values[coded["metric_index"].to_numpy(), coded["model_index"].to_numpy(), coded["item_id_index"].to_numpy()] = (
             coded["value"].fill_nan(None).to_numpy().astype(np.float64)
         )  # (M, n, N), NaN = undefined or not scored
-        out.append(_from_values(task, models, x, items, names, values, bootstrap, extra_info, signatures))
+        out.append(_from_values(task, models, x, items, names, values, bootstrap, extra_info, {**own, **signatures}))
     return out
 
 

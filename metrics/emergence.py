@@ -171,6 +171,7 @@ def emergence_from_curves(curves: Sequence[Curves]) -> pl.DataFrame:
             parts.append(pl.DataFrame({
                 "task": [c.task] * len(rows),
                 "metric": [c.metrics[r] for r in rows],
+                "taxonomy": [c.info[r].taxonomy for r in rows],
                 "kind": [c.info[r].kind for r in rows],
                 "direction": [c.info[r].direction for r in rows],
                 "n_models": [int(keep.sum())] * len(rows),
@@ -203,31 +204,32 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
     """Point estimates of the indices from a metric table alone (no replicates, so no intervals or resolution).
 
     >>> table = pl.DataFrame({"model": ["s", "m", "l"], "params": [1, 2, 3], "non_embedding_params": [1, 2, 3],
-    ...     "task": ["t"] * 3, "metric": ["margin"] * 3, "kind": ["smooth"] * 3, "direction": ["higher"] * 3,
-    ...     "mean": [0.0, 1.0, 2.0], "ci_low": [0.0] * 3, "ci_high": [0.0] * 3, "n_items": [1] * 3})
+    ...     "task": ["t"] * 3, "metric": ["margin"] * 3, "taxonomy": ["continuous"] * 3, "kind": ["smooth"] * 3,
+    ...     "direction": ["higher"] * 3, "mean": [0.0, 1.0, 2.0], "ci_low": [0.0] * 3, "ci_high": [0.0] * 3,
+    ...     "n_items": [1] * 3})
     >>> emergence(table).select("linearity", "breakthroughness").row(0)
     (2.0, 2.0)
     """
     metrics_table = validate(metrics_table, METRICS, "metrics")
     keys = ["task", "metric"]
-    conflicting = metrics_table.group_by(keys).agg(pl.col("kind").n_unique(), pl.col("direction").n_unique()).filter(
-        (pl.col("kind") > 1) | (pl.col("direction") > 1)
-    )
+    conflicting = metrics_table.group_by(keys).agg(
+        pl.col("taxonomy").n_unique(), pl.col("kind").n_unique(), pl.col("direction").n_unique()
+    ).filter((pl.col("taxonomy") > 1) | (pl.col("kind") > 1) | (pl.col("direction") > 1))
     if conflicting.height:
-        raise ValueError(f"metrics: (task, metric) with more than one kind/direction: {conflicting.row(0)}")
+        raise ValueError(f"metrics: (task, metric) with more than one taxonomy/kind/direction: {conflicting.row(0)}")
     dup = metrics_table.group_by([*keys, "model"]).len().filter(pl.col("len") > 1)
     if dup.height:
         raise ValueError(f"metrics: duplicated (task, metric, model), e.g. {dup.row(0, named=True)}")
     rows = []
     ordered = metrics_table.sort([*keys, "non_embedding_params", "model"])
     for (task, metric), group in ordered.group_by(keys, maintain_order=True):
-        kind, direction = group["kind"][0], group["direction"][0]
+        taxonomy, kind, direction = group["taxonomy"][0], group["kind"][0], group["direction"][0]
         curve = group.filter(pl.col("mean").is_not_null() & pl.col("mean").is_not_nan())
         y = curve["mean"].to_numpy().astype(np.float64) * (-1.0 if direction == LOWER else 1.0)  # (n,)
         got = curve_indices(y[None], None, np.zeros(1), curve["non_embedding_params"].to_numpy().astype(np.float64),
                             0.95)
         first, last = _largest_step_models(y[None], curve["model"].to_list())
-        rows.append({"task": task, "metric": metric, "kind": kind, "direction": direction,
+        rows.append({"task": task, "metric": metric, "taxonomy": taxonomy, "kind": kind, "direction": direction,
                      "n_models": curve.height, "n_items": int(group["n_items"].max() or 0),
                      **{k: float(v[0]) for k, v in got.items()}, "largest_step_from": first[0],
                      "largest_step_to": last[0], "method": POINT_ONLY, "signature": ""})

@@ -58,7 +58,8 @@ UNITS = {
 }
 #: Panels of `sharp_vs_smooth_generative`, in order; the last panel overlays the last two names.
 GENERATIVE_METRICS = ("exact_match", "bleu", "chrf", "token_edit_distance", "token_edit_distance_norm")
-PREDICTED = "predicted_exact_match"
+#: Predictions of exact match from teacher-forced scores (Schaeffer et al. 2023), overlaid on the measured one.
+PREDICTIONS = ("prob_reference", "token_accuracy_pow_len")
 GAP_METRICS = ("logprob_target", "logprob_best_distractor", "margin")
 #: The best-fitting shape drawn over a metric's points, and its location interval.
 FIT_COLOR = "#333333"
@@ -250,13 +251,14 @@ def logprob_gap(metrics: pl.DataFrame, task: str | None = None) -> Figure:
 
 
 def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -> Figure:
-    """Exact match (sharp) beside BLEU, chrF and token edit distance (smooth) against scale, and a last panel with
-    measured exact match and the predicted Π_t p_t of the reference (`predicted_exact_match`) on the same axes.
-    Absent metrics are skipped; a table with none of them raises ValueError."""
+    """Exact match beside BLEU, chrF and token edit distance against scale, and a last panel with measured exact
+    match and its two predictions from teacher-forced scores on the same axes: Π_t p_t of the reference
+    (`prob_reference`) and per-token accuracy^L (`token_accuracy_pow_len`). Absent metrics are skipped; a table
+    with none of them raises ValueError."""
     rows, task = _select_task(metrics, task)
-    found = _require(rows, (*GENERATIVE_METRICS, PREDICTED), task, "sharp_vs_smooth_generative")
-    singles = [m for m in found if m != PREDICTED]
-    overlay = [m for m in ("exact_match", PREDICTED) if m in found]
+    found = _require(rows, (*GENERATIVE_METRICS, *PREDICTIONS), task, "sharp_vs_smooth_generative")
+    singles = [m for m in found if m not in PREDICTIONS]
+    overlay = [m for m in ("exact_match", *PREDICTIONS) if m in found]
     n_panels = len(singles) + bool(overlay)
     ncols = min(3, n_panels)
     nrows = math.ceil(n_panels / ncols)
@@ -268,7 +270,8 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -
     if overlay:
         last = axes[len(singles)]
         styles = {"exact_match": (SHARP_COLOR, "measured exact match", "-"),
-                  PREDICTED: (SMOOTH_COLOR, "predicted Π p(reference token)", "--")}
+                  "prob_reference": ("#222222", "Π p(reference token), teacher-forced", "--"),
+                  "token_accuracy_pow_len": ("#777777", "per-token accuracy ^ length", ":")}
         for metric in overlay:
             color, label, linestyle = styles[metric]
             _curve(last, rows, metric, color, label, linestyle)
@@ -282,7 +285,8 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -
         if k + ncols >= n_panels:  # lowest panel of its column
             axes[k].set_xlabel(X_LABEL, fontsize=9)
             axes[k].xaxis.set_tick_params(labelbottom=True)
-    fig.suptitle(f"Task: {task} — sharp exact match vs smooth text metrics (band: {BAND_LABEL})", fontsize=11)
+    fig.suptitle(f"Task: {task} — exact match against graded text metrics and its predictions (band: {BAND_LABEL})",
+                 fontsize=11)
     return fig
 
 

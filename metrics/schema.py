@@ -51,6 +51,8 @@ SCORES: dict[str, pl.DataType] = {
     "is_greedy": pl.Boolean,  # every token rank is 1
     "n_chars": pl.Int32,  # characters of choice_text
     "n_bytes": pl.Int32,  # UTF-8 bytes of choice_text
+    "target_score": pl.Float64,  # graded credit of this choice (BIG-bench target_scores); null when not graded
+    "n_truncated": pl.Int32,  # context tokens cut from the left to fit the model's maximum length (0: none)
 }
 
 #: generations.parquet: one row per (model, task, generative item).
@@ -60,10 +62,14 @@ GENERATIONS: dict[str, pl.DataType] = {
     "item_id": pl.String,
     "prediction": pl.String,  # greedy continuation, cut at the stop sequence
     "n_generated_tokens": pl.Int32,
-    "prediction_token_ids": pl.List(pl.Int32),  # the model's tokens of `prediction`
+    "generated_token_ids": pl.List(pl.Int32),  # the model's own tokens of `prediction`, as generated
+    # `prediction` and each reference encoded by one rule, as continuations of the context (logprob.tokenize), so
+    # the two are comparable token for token (token edit distance)
+    "prediction_token_ids": pl.List(pl.Int32),
     "references": pl.List(pl.String),
-    "reference_token_ids": pl.List(pl.List(pl.Int32)),  # each reference encoded as a continuation of the context
+    "reference_token_ids": pl.List(pl.List(pl.Int32)),
     "stop_reason": pl.String,  # "stop_sequence", "eos" or "max_new_tokens"
+    "n_truncated": pl.Int32,  # prompt tokens cut from the left to leave room for max_new_tokens (0: none)
 }
 
 #: Per-item metric values, long format: one row per (model, task, item, metric).
@@ -73,6 +79,7 @@ ITEM_METRICS: dict[str, pl.DataType] = {
     "item_id": pl.String,
     "metric": pl.String,
     "value": pl.Float64,
+    "signature": pl.String,  # the settings that produced the value (e.g. sacrebleu's signature); "" when none
 }
 
 #: metrics.parquet: one row per (model, task, metric).
@@ -80,7 +87,8 @@ METRICS: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
     "task": pl.String,
     "metric": pl.String,
-    "kind": pl.String,  # "sharp" or "smooth"
+    "taxonomy": pl.String,  # "discontinuous", "nonlinear" or "continuous" (metrics.registry)
+    "kind": pl.String,  # "sharp" or "smooth", derived from taxonomy
     "direction": pl.String,  # "higher" or "lower" is better
     "mean": pl.Float64,
     "ci_low": pl.Float64,
@@ -93,6 +101,7 @@ METRICS: dict[str, pl.DataType] = {
 EMERGENCE: dict[str, pl.DataType] = {
     "task": pl.String,
     "metric": pl.String,
+    "taxonomy": pl.String,
     "kind": pl.String,
     "direction": pl.String,
     "n_models": pl.Int64,
@@ -123,11 +132,31 @@ EMERGENCE: dict[str, pl.DataType] = {
 }
 
 
-def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
-    """Check that `frame` has every column of `schema` with its dtype; extra columns are allowed.
+def _coercible(found: pl.DataType, expected: pl.DataType) -> bool:
+    """Whether `found` differs from `expected` only in width: integer → integer, Float32 → Float64, a column with
+    no values (Null) → anything, and lists of these."""
+    if found == expected or found == pl.Null:
+        return True
+    if isinstance(found, pl.List) and isinstance(expected, pl.List):
+        return _coercible(found.inner, expected.inner)
+    if found.is_integer() and expected.is_integer():
+        return True
+    return found == pl.Float32 and expected == pl.Float64
 
-    >>> validate(pl.DataFrame({"model": ["a"]}), {"model": pl.String}, "toy").shape
-    (1, 1)
+
+def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
+    """Check that `frame` has every column of `schema`, and return it with each of those columns in the schema's
+    dtype; extra columns are kept as they are.
+
+    Widths are coerced, so a table built elsewhere need not match scalelens's storage choices: any signed or
+    unsigned integer becomes the schema's integer dtype when every value fits (a value that does not is an error
+    naming the column), Float32 becomes Float64, an all-null column (dtype Null) takes the schema's dtype, and list
+    columns follow the same rules element by element. Anything else is a type error: a string where a number is
+    expected, a float where an integer is expected (it would have to be rounded), Float64 where the schema stores
+    Float32, or an integer where the schema asks for a float (write the column as the float it stands for).
+
+    >>> validate(pl.DataFrame({"n": [3]}, schema={"n": pl.UInt8}), {"n": pl.Int32}, "toy").schema
+    Schema([('n', Int32)])
     >>> validate(pl.DataFrame({"model": [1]}), {"model": pl.String}, "toy")
     Traceback (most recent call last):
     ...
@@ -136,10 +165,22 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) ->
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise ValueError(f"{table}: missing column(s) {missing}; found {frame.columns}")
+    casts = []
     for name, dtype in schema.items():
         found = frame.schema[name]
-        if found != dtype:
+        if found == dtype:
+            continue
+        if not _coercible(found, dtype):
             raise ValueError(f"{table}: column '{name}' must have dtype {dtype}, found {found}")
+        casts.append((name, dtype, found))
+    for name, dtype, found in casts:
+        try:
+            frame = frame.with_columns(pl.col(name).cast(dtype, strict=True))
+        except pl.exceptions.PolarsError:
+            raise ValueError(
+                f"{table}: column '{name}' has values that do not fit dtype {dtype} (found {found}); "
+                "check the column's values"
+            ) from None
     return frame
 
 

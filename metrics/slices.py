@@ -73,7 +73,7 @@ def difficulty_slices(curves: Curves, k: int = DEFAULT_SLICES) -> tuple[str | No
     >>> from metrics.curves import item_curves
     >>> rows = pl.DataFrame({"model": ["s"] * 4 + ["l"] * 4, "params": [2] * 4 + [4] * 4,
     ...     "non_embedding_params": [1] * 4 + [3] * 4, "task": ["t"] * 8, "item_id": ["a", "b", "c", "d"] * 2,
-    ...     "metric": ["margin"] * 8, "value": [0.5, 3.0, -1.0, 2.0, 1.0, 3.0, 0.0, 4.0]})
+    ...     "metric": ["margin"] * 8, "value": [0.5, 3.0, -1.0, 2.0, 1.0, 3.0, 0.0, 4.0], "signature": [""] * 8})
     >>> name, parts = difficulty_slices(item_curves(rows, BootstrapConfig(n_resamples=10))[0], k=2)
     >>> name, [p.item_ids for p in parts], [p.slice for p in parts]
     ('margin', [('b', 'd'), ('a', 'c')], ['Q1 (easiest)', 'Q2 (hardest)'])

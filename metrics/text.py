@@ -2,9 +2,17 @@
 
 This is the one module with per-row Python: string metrics have no columnar form. BLEU and chrF keep sacrebleu's
 per-item sufficient statistics (`text_statistics`), so a corpus score is computed from summed statistics and its
-bootstrap resamples items and re-sums (`corpus_text_metrics`, via `metrics.aggregate.corpus_aggregate`). The
-sacrebleu calls use its statistic API (`_extract_corpus_statistics`, `_compute_score_from_stats`), the same pair
-its own bootstrap uses; tests pin the result to `sacrebleu.corpus_bleu`/`corpus_chrf`.
+bootstrap resamples items and re-sums (`corpus_text_metrics`, via `metrics.aggregate.corpus_aggregate`).
+sacrebleu has no public API for per-segment statistics, so the calls use its statistic methods
+(`_extract_corpus_statistics`, `_compute_score_from_stats`), the same pair its own bootstrap uses. They are private,
+so pyproject.toml pins sacrebleu's major version (`>=2.4,<3`) and tests/test_metrics_text.py pins the results to
+the public `sacrebleu.corpus_bleu`/`corpus_chrf`/`sentence_bleu`: a change inside sacrebleu fails a test instead of
+changing a number.
+
+Every item row carries its settings in `signature`, as sacrebleu prints them beside a score: sacrebleu's signature
+for sentence BLEU and chrF (tokeniser, casing, smoothing, effective order, reference count, version),
+`ExactMatchConfig.signature()` for exact match, "evaluate:<module name>" for an evaluate module's outputs, and ""
+for the edit distances, which have no setting.
 
 `evaluate` is imported by the caller, never here: importing it imports torch, and `metrics` must stay torch-free.
 """
@@ -70,11 +78,17 @@ class ExactMatchConfig:
         return text
 
     def signature(self) -> str:
+        """Every setting as `name:value`, joined by "|" (the `signature` of exact-match rows).
+
+        >>> ExactMatchConfig(ignore_case=True).signature()
+        'ignore_case:True|ignore_punctuation:False|ignore_numbers:False|regexes_to_ignore:()'
+        """
         return "|".join(f"{k}:{v}" for k, v in asdict(self).items())
 
 
-def _check_generations(generations: pl.DataFrame) -> None:
-    validate(generations, GENERATIONS, "generations")
+def _check_generations(generations: pl.DataFrame) -> pl.DataFrame:
+    """Validate (and width-coerce) a generations table; returns it."""
+    generations = validate(generations, GENERATIONS, "generations")
     for column in ("prediction", "references", "prediction_token_ids", "reference_token_ids"):
         if generations[column].null_count():
             raise ValueError(f"generations: column '{column}' has {generations[column].null_count()} null value(s)")
@@ -91,14 +105,19 @@ def _check_generations(generations: pl.DataFrame) -> None:
     dup = generations.group_by(ITEM_KEYS).len().filter(pl.col("len") > 1)
     if dup.height:
         raise ValueError(f"generations: duplicated (model, task, item_id), e.g. {dup.row(0, named=True)}")
+    return generations
 
 
-def _item_rows(generations: pl.DataFrame, columns: Mapping[str, Sequence[float | None]]) -> pl.DataFrame:
-    """Per-item values (one list per metric, aligned with `generations` rows) → ITEM_METRICS long rows."""
+def _item_rows(
+    generations: pl.DataFrame, columns: Mapping[str, Sequence[float | None]], signatures: Mapping[str, str]
+) -> pl.DataFrame:
+    """Per-item values (one list per metric, aligned with `generations` rows) → ITEM_METRICS long rows, each metric
+    with its `signatures[metric]`."""
     wide = generations.select(ITEM_KEYS).with_columns(
         pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()
     )
     out = wide.unpivot(on=list(columns), index=ITEM_KEYS, variable_name="metric", value_name="value")
+    out = out.with_columns(pl.col("metric").replace_strict(dict(signatures), return_dtype=pl.String).alias("signature"))
     return validate(out.sort(ITEM_KEYS, maintain_order=True), ITEM_METRICS, "item_metrics")
 
 
@@ -106,18 +125,18 @@ def exact_match(generations: pl.DataFrame, config: ExactMatchConfig = ExactMatch
     """`exact_match` per item: 1.0 if the normalised prediction equals any normalised reference (ITEM_METRICS).
 
     >>> g = pl.DataFrame({"model": ["m"], "params": [2], "non_embedding_params": [1], "task": ["t"],
-    ...     "item_id": ["i"], "prediction": ["Paris!"], "n_generated_tokens": [1], "prediction_token_ids": [[5]],
-    ...     "references": [["paris", "Lyon"]], "reference_token_ids": [[[5], [6]]], "stop_reason": ["eos"]},
-    ...     schema=GENERATIONS)
+    ...     "item_id": ["i"], "prediction": ["Paris!"], "n_generated_tokens": [1], "generated_token_ids": [[5]],
+    ...     "prediction_token_ids": [[5]], "references": [["paris", "Lyon"]], "reference_token_ids": [[[5], [6]]],
+    ...     "stop_reason": ["eos"], "n_truncated": [0]}, schema=GENERATIONS)
     >>> exact_match(g, ExactMatchConfig(ignore_case=True, ignore_punctuation=True))["value"].to_list()
     [1.0]
     """
-    _check_generations(generations)
+    generations = _check_generations(generations)
     values = [
         float(any(config.normalise(pred) == config.normalise(ref) for ref in refs))
         for pred, refs in zip(generations["prediction"], generations["references"])
     ]
-    return _item_rows(generations, {"exact_match": values})
+    return _item_rows(generations, {"exact_match": values}, {"exact_match": config.signature()})
 
 
 # ------------------------------------------------------------------------------------------------- BLEU and chrF
@@ -196,7 +215,14 @@ def _segment_statistics(metric: BLEU | CHRF, generations: pl.DataFrame) -> list[
     return metric._extract_corpus_statistics(generations["prediction"].to_list(), streams)
 
 
+def _statistics(metric: BLEU | CHRF, generations: pl.DataFrame, n_columns: int) -> np.ndarray:
+    """`_segment_statistics` as an (n, n_columns) int64 matrix."""
+    stats = np.array(_segment_statistics(metric, generations), dtype=np.int64)
+    return stats.reshape(generations.height, n_columns)  # (n, S)
+
+
 def _signature(metric: BLEU | CHRF) -> str:
+    """sacrebleu's signature; the metric must have seen references (it reports their count)."""
     return metric.get_signature().format()
 
 
@@ -206,11 +232,9 @@ def text_statistics(
     """Per-item sufficient statistics of BLEU and chrF: the item keys plus `bleu.stat_columns()` and
     `chrf.stat_columns()` (Int64), in sacrebleu's order. Summing any subset of rows and scoring the sum is the
     corpus score of that subset."""
-    _check_generations(generations)
-    bleu_stats = np.array(_segment_statistics(bleu.metric(effective_order=False), generations), dtype=np.int64)
-    chrf_stats = np.array(_segment_statistics(chrf.metric(), generations), dtype=np.int64)
-    bleu_stats = bleu_stats.reshape(generations.height, len(bleu.stat_columns()))  # (n, 2 + 2N)
-    chrf_stats = chrf_stats.reshape(generations.height, len(chrf.stat_columns()))  # (n, 3 × orders)
+    generations = _check_generations(generations)
+    bleu_stats = _statistics(bleu.metric(effective_order=False), generations, len(bleu.stat_columns()))  # (n, 2 + 2N)
+    chrf_stats = _statistics(chrf.metric(), generations, len(chrf.stat_columns()))  # (n, 3 × orders)
     columns = {
         **{name: bleu_stats[:, j] for j, name in enumerate(bleu.stat_columns())},
         **{name: chrf_stats[:, j] for j, name in enumerate(chrf.stat_columns())},
@@ -242,18 +266,21 @@ def bleu_chrf(
     generations: pl.DataFrame, bleu: BleuConfig = BleuConfig(), chrf: ChrfConfig = ChrfConfig()
 ) -> pl.DataFrame:
     """Sentence `bleu` (effective order) and `chrf` per item, from the same statistics as the corpus scores
-    (ITEM_METRICS). Equal to sacrebleu's `sentence_bleu`/`sentence_chrf` under the same settings."""
-    stats = text_statistics(generations, bleu, chrf)
-    sentence_bleu = bleu_score(bleu, effective_order=True)
-    sentence_chrf = chrf_score(chrf)
-    bleu_matrix = stats.select(bleu.stat_columns()).to_numpy()  # (n, 2 + 2N)
-    chrf_matrix = stats.select(chrf.stat_columns()).to_numpy()  # (n, 3 × orders)
+    (ITEM_METRICS), each row signed with sacrebleu's signature. Equal to sacrebleu's `sentence_bleu`/`sentence_chrf`
+    under the same settings."""
+    generations = _check_generations(generations)
+    bleu_metric, chrf_metric = bleu.metric(effective_order=True), chrf.metric()
+    bleu_matrix = _statistics(bleu_metric, generations, len(bleu.stat_columns()))  # (n, 2 + 2N)
+    chrf_matrix = _statistics(chrf_metric, generations, len(chrf.stat_columns()))  # (n, 3 × orders)
+    sentence_bleu, sentence_chrf = bleu_score(bleu, effective_order=True), chrf_score(chrf)
+    signed = generations.height > 0  # sacrebleu's signature needs references it has seen
     return _item_rows(
         generations,
         {
             "bleu": [sentence_bleu(row) for row in bleu_matrix],
             "chrf": [sentence_chrf(row) for row in chrf_matrix],
         },
+        {"bleu": _signature(bleu_metric) if signed else "", "chrf": _signature(chrf_metric) if signed else ""},
     )
 
 
@@ -321,9 +348,11 @@ def edit_distances(generations: pl.DataFrame) -> pl.DataFrame:
     Each distance is to the closest reference (smallest distance; ties to the first reference), taken separately for
     tokens (`prediction_token_ids` vs `reference_token_ids`) and characters (`prediction` vs `references`). The
     normalised token distance divides by the closest reference's token count, and is null when that reference has
-    no tokens.
+    no tokens. `logprob.generate` writes the prediction's and the references' token ids by one rule (each text
+    encoded as a continuation of the item's context), so a generation equal to a reference has token distance 0;
+    a table built elsewhere must do the same for the token distances to mean edits.
     """
-    _check_generations(generations)
+    generations = _check_generations(generations)
     token, token_norm, char = [], [], []
     for pred_ids, ref_ids, pred, refs in zip(
         generations["prediction_token_ids"],
@@ -337,9 +366,8 @@ def edit_distances(generations: pl.DataFrame) -> pl.DataFrame:
         token.append(float(best))
         token_norm.append(best / ref_len if ref_len else None)
         char.append(float(min(levenshtein(pred, r) for r in refs)))
-    return _item_rows(
-        generations, {"token_edit_distance": token, "token_edit_distance_norm": token_norm, "char_edit_distance": char}
-    )
+    names = ("token_edit_distance", "token_edit_distance_norm", "char_edit_distance")
+    return _item_rows(generations, dict(zip(names, (token, token_norm, char))), dict.fromkeys(names, ""))
 
 
 def text_metrics(
@@ -371,7 +399,7 @@ def extra_metric(generations: pl.DataFrame, module: EvaluationModuleLike) -> pl.
 
     Describe the new metrics with `registry.MetricInfo` and pass them to `aggregate(..., extra_info=...)`.
     """
-    _check_generations(generations)
+    generations = _check_generations(generations)
     if not hasattr(module, "compute") or not isinstance(getattr(module, "name", None), str):
         raise ValueError(f"extra_metric: module must be an evaluate.EvaluationModule, found {type(module).__name__}")
     columns: dict[str, list[float | None]] = {}
@@ -384,4 +412,4 @@ def extra_metric(generations: pl.DataFrame, module: EvaluationModuleLike) -> pl.
                 logger.debug("extra_metric: %s output %r is not numeric; skipped", module.name, key)
     if not columns:
         raise ValueError(f"extra_metric: module {module.name!r} returned no numeric output")
-    return _item_rows(generations, columns)
+    return _item_rows(generations, columns, dict.fromkeys(columns, f"evaluate:{module.name}"))

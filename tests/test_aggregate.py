@@ -18,12 +18,12 @@ from metrics.schema import ITEM_METRICS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def items(values_by_metric, model="m", task="t", ne=50):
+def items(values_by_metric, model="m", task="t", ne=50, signature=""):
     rows = []
     for metric, values in values_by_metric.items():
         for i, v in enumerate(values):
             rows.append({"model": model, "params": ne * 2, "non_embedding_params": ne, "task": task,
-                         "item_id": f"i{i:02d}", "metric": metric, "value": v})
+                         "item_id": f"i{i:02d}", "metric": metric, "value": v, "signature": signature})
     return pl.DataFrame(rows, schema=ITEM_METRICS)
 
 
@@ -36,11 +36,30 @@ def test_mean_n_items_kind_direction():
     assert out.schema == pl.Schema(METRICS_TABLE)
     grade = out.filter(pl.col("metric") == "multiple_choice_grade").row(0, named=True)
     assert grade["mean"] == pytest.approx(0.7) and grade["n_items"] == 10
-    assert (grade["kind"], grade["direction"]) == ("sharp", "higher")
+    assert (grade["taxonomy"], grade["kind"], grade["direction"]) == ("discontinuous", "sharp", "higher")
     brier = out.filter(pl.col("metric") == "brier_score").row(0, named=True)
     assert brier["mean"] == pytest.approx((0.2 + 0.4 + 0.3 * 7) / 9) and brier["n_items"] == 9  # null left out
-    assert (brier["kind"], brier["direction"]) == ("smooth", "lower")
+    assert (brier["taxonomy"], brier["kind"], brier["direction"]) == ("continuous", "smooth", "lower")
     assert grade["signature"] == "ci:percentile|bs:100|conf:0.95|seed:0"
+
+
+def test_item_signature_travels_with_the_mean():
+    frame = pl.concat([items({"bleu": [10.0, 30.0]}, signature="tok:char"), items({"margin": [1.0, 2.0]})])
+    out = aggregate(frame, BootstrapConfig(n_resamples=10))
+    sig = dict(out.select("metric", "signature").iter_rows())
+    assert sig == {"bleu": "tok:char|ci:percentile|bs:10|conf:0.95|seed:0", "margin": "ci:percentile|bs:10|conf:0.95|seed:0"}
+    mixed = frame.with_columns(pl.when(pl.col("item_id") == "i01").then(pl.lit("tok:13a")).otherwise("signature")
+                               .alias("signature"))
+    with pytest.raises(ValueError, match="mixes settings"):
+        aggregate(mixed, BootstrapConfig(n_resamples=10))
+
+
+def test_int32_and_float32_columns_are_accepted():
+    frame = items({"margin": [1.0, 2.0, 6.0]})
+    narrow = frame.with_columns(pl.col("params", "non_embedding_params").cast(pl.Int32), pl.col("value").cast(pl.Float32))
+    a = aggregate(frame, BootstrapConfig(n_resamples=20))
+    b = aggregate(narrow, BootstrapConfig(n_resamples=20))
+    assert b.schema == pl.Schema(METRICS_TABLE) and a.equals(b)
 
 
 def test_interval_matches_plain_index_bootstrap():
@@ -132,8 +151,10 @@ def test_corpus_aggregate_recomputes_ratio_of_sums():
     row = corpus_aggregate(stats, ["hit", "total"], ratio, "corpus_bleu", config, "toy:1").row(0, named=True)
     assert row["mean"] == pytest.approx(6 / 10)  # the mean of item ratios would be (1 + 0 + 1) / 3
     assert row["signature"] == "toy:1|ci:percentile|bs:300|conf:0.95|seed:9"
-    counts = resample_counts(3, config, "t")  # (B, n)
-    replicates = (counts @ np.array([1, 0, 5])) / (counts @ np.array([1, 4, 5]))
+    # independent reference: the same seeded stream, items gathered by index and their statistics summed
+    draws = np.random.default_rng([9, zlib.crc32(b"t")]).integers(0, 3, size=(300, 3))  # (B, n) item indices
+    hits, totals = np.array([1, 0, 5]), np.array([1, 4, 5])
+    replicates = hits[draws].sum(axis=1) / totals[draws].sum(axis=1)  # (B,)
     assert row["ci_low"] == pytest.approx(np.quantile(replicates, 0.025))
     assert row["ci_high"] == pytest.approx(np.quantile(replicates, 0.975))
     with pytest.raises(ValueError, match="missing statistic"):

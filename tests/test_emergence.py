@@ -11,11 +11,11 @@ from metrics.emergence import emergence
 from metrics.schema import EMERGENCE, METRICS
 
 
-def curve(means, metric="m", task="t", direction="higher", sizes=None):
+def curve(means, metric="m", task="t", direction="higher", sizes=None, taxonomy="continuous"):
     sizes = list(range(1, len(means) + 1)) if sizes is None else sizes
     return [
         {"model": f"model{s}", "params": 1000 - s, "non_embedding_params": s, "task": task, "metric": metric,
-         "kind": "smooth", "direction": direction, "mean": y, "ci_low": None, "ci_high": None, "n_items": 5}
+         "taxonomy": taxonomy, "kind": "smooth" if taxonomy == "continuous" else "sharp", "direction": direction, "mean": y, "ci_low": None, "ci_high": None, "n_items": 5}
         for s, y in zip(sizes, means)
     ]
 
@@ -69,6 +69,12 @@ def test_direction_lower_is_negated():
     assert r["direction"] == "lower"
 
 
+def test_taxonomy_and_kind_are_carried():
+    out = run(curve([0.0, 1.0, 2.0], metric="p", taxonomy="nonlinear") + curve([None] * 3, metric="q"))
+    assert (out[("t", "p")]["taxonomy"], out[("t", "p")]["kind"]) == ("nonlinear", "sharp")
+    assert (out[("t", "q")]["taxonomy"], out[("t", "q")]["kind"]) == ("continuous", "smooth")  # all-null curve too
+
+
 def test_fewer_than_three_models_is_null():
     r = one(curve([0.0, 1.0]))
     assert (r["linearity"], r["breakthroughness"], r["n_models"]) == (None, None, 2)
@@ -99,7 +105,11 @@ def test_null_means_are_left_out_and_groups_are_separate():
 def test_validation_errors():
     mixed = curve([0.0, 1.0, 2.0])
     mixed[1]["direction"] = "lower"
-    with pytest.raises(ValueError, match="kind/direction"):
+    with pytest.raises(ValueError, match="taxonomy/kind/direction"):
+        run(mixed)
+    mixed = curve([0.0, 1.0, 2.0])
+    mixed[2]["taxonomy"] = "nonlinear"
+    with pytest.raises(ValueError, match="taxonomy/kind/direction"):
         run(mixed)
     with pytest.raises(ValueError, match="duplicated"):
         run(curve([0.0, 1.0, 2.0]) + curve([0.0], sizes=[1]))

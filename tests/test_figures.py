@@ -37,17 +37,21 @@ CURVES = {
     "bleu": ("smooth", "higher", [5.0, 12.0, 20.0, 31.0, 40.0], 2.0),
     "chrf": ("smooth", "higher", [20.0, 28.0, 36.0, 47.0, 55.0], 2.0),
     "token_edit_distance": ("smooth", "lower", [9.0, 7.0, 5.5, 3.0, 2.0], 0.5),
-    "predicted_exact_match": ("smooth", "higher", [0.001, 0.01, 0.06, 0.30, 0.55], 0.02),
+    "prob_reference": ("sharp", "higher", [0.001, 0.01, 0.06, 0.30, 0.55], 0.02),
 }
+#: The figures read `kind` only; the tables carry a taxonomy consistent with it.
+TAXONOMY = {"sharp": "discontinuous", "smooth": "continuous"}
+
 
 
 def metrics_table(names, task="arith") -> pl.DataFrame:
     rows = []
     for name in names:
         kind, direction, means, half = CURVES[name]
+        taxonomy = "nonlinear" if name == "prob_reference" else TAXONOMY[kind]
         for model, size, mean in zip(MODELS, SIZES, means, strict=True):
             rows.append({"model": model, "params": size + 50_000_000, "non_embedding_params": size, "task": task,
-                         "metric": name, "kind": kind, "direction": direction, "mean": mean,
+                         "metric": name, "taxonomy": taxonomy, "kind": kind, "direction": direction, "mean": mean,
                          "ci_low": mean - half, "ci_high": mean + half, "n_items": 200})
     return pl.DataFrame(rows, schema=METRICS)
 
@@ -62,7 +66,9 @@ def emergence_table(task="arith") -> pl.DataFrame:
          "breakthroughness_bound": 3.1, "breakthroughness_ci_low": 3.2, "breakthroughness_ci_high": 4.6},
         {"metric": "brier_score", "kind": "smooth", "direction": "lower", "linearity": None, "breakthroughness": 2.0},
     ]
-    return pl.DataFrame([{"task": task, "n_models": 5, **r} for r in rows], schema=EMERGENCE)
+    taxonomy = {"sharp": "discontinuous", "smooth": "continuous"}
+    return pl.DataFrame([{"task": task, "n_models": 5, "taxonomy": taxonomy[r["kind"]], **r} for r in rows],
+                        schema=EMERGENCE)
 
 
 def _all_axes(fig):
@@ -142,8 +148,8 @@ def test_metric_grid_one_kind_and_task_choice(tmp_path):
 
 
 def test_metric_grid_rejects_bad_schema():
-    with pytest.raises(ValueError, match="'mean' must have dtype Float64"):
-        metric_grid(metrics_table(["bleu"]).with_columns(pl.col("mean").cast(pl.Float32)))
+    with pytest.raises(ValueError, match="'mean' must have dtype Float64, found String"):
+        metric_grid(metrics_table(["bleu"]).with_columns(pl.col("mean").cast(pl.String)))
 
 
 def test_logprob_gap(tmp_path):
@@ -169,7 +175,7 @@ def test_logprob_gap_names_missing_metric():
 
 
 def test_sharp_vs_smooth_generative(tmp_path):
-    names = ["exact_match", "bleu", "chrf", "token_edit_distance", "predicted_exact_match", "brier_score"]
+    names = ["exact_match", "bleu", "chrf", "token_edit_distance", "prob_reference", "brier_score"]
     table = metrics_table(names)
     fig = sharp_vs_smooth_generative(table)
     _assert_png(fig, tmp_path / "gen.png")
@@ -181,8 +187,8 @@ def test_sharp_vs_smooth_generative(tmp_path):
     overlay = axes[4]
     assert len(overlay.lines) == 2
     assert list(_gid(overlay, "exact_match:mean").get_ydata()) == CURVES["exact_match"][2]
-    assert list(_gid(overlay, "predicted_exact_match:mean").get_ydata()) == CURVES["predicted_exact_match"][2]
-    _assert_band(overlay, table, "predicted_exact_match")
+    assert list(_gid(overlay, "prob_reference:mean").get_ydata()) == CURVES["prob_reference"][2]
+    _assert_band(overlay, table, "prob_reference")
     _assert_band(axes[1], table, "bleu")
     assert _gid(axes[0], "exact_match:mean").get_color() == SHARP_COLOR
     assert _gid(axes[1], "bleu:mean").get_color() == SMOOTH_COLOR
@@ -191,14 +197,14 @@ def test_sharp_vs_smooth_generative(tmp_path):
 
 
 def test_sharp_vs_smooth_generative_skips_absent_and_rejects_none(tmp_path):
-    fig = sharp_vs_smooth_generative(metrics_table(["chrf", "predicted_exact_match"]))
+    fig = sharp_vs_smooth_generative(metrics_table(["chrf", "prob_reference"]))
     _assert_png(fig, tmp_path / "partial.png")
     assert [ax.get_title() for ax in fig.axes] == ["chrf (smooth)", "Measured vs predicted exact match"]
     assert len(fig.axes[1].lines) == 1
     fig = sharp_vs_smooth_generative(metrics_table(["bleu", "brier_score"]))  # nothing to overlay: no last panel
     assert [ax.get_title() for ax in fig.axes] == ["bleu (smooth)"]
     assert fig.axes[0].get_xlabel() == X_LABEL
-    with pytest.raises(ValueError, match="exact_match.*bleu.*predicted_exact_match"):
+    with pytest.raises(ValueError, match="exact_match.*bleu.*prob_reference"):
         sharp_vs_smooth_generative(metrics_table(["brier_score"]))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
@@ -16,7 +17,11 @@ from transformers import PreTrainedTokenizerFast
 from logprob.config import ModelSpec, ScoreConfig
 from logprob.generate import COLUMNS, generate_items
 from logprob.model import LoadedModel, load_model
-from logprob.tasks import Item
+from logprob.tasks import Item, load_bigbench
+from logprob.tokenize import encode_pair
+from metrics.schema import GENERATIONS
+from metrics.text import edit_distances
+from tests.conftest import FAMILIES, train_tokenizer
 
 torch.set_num_threads(1)
 
@@ -70,9 +75,11 @@ def test_batched_equals_plain_loop(loaded, budget):
     for row, ctx in zip(out.iter_rows(named=True), CONTEXTS, strict=True):
         expected = plain_greedy(loaded.model, tok(ctx).input_ids, 7, tok.eos_token_id)
         body = expected[:-1] if expected[-1] == tok.eos_token_id else expected
-        assert row["prediction_token_ids"] == body, ctx
+        assert row["generated_token_ids"] == body, ctx
         assert row["n_generated_tokens"] == len(expected)
         assert row["prediction"] == tok.decode(body)
+        assert row["prediction_token_ids"] == encode_pair(tok, ctx, row["prediction"])[1]
+        assert row["n_truncated"] == 0
         assert row["stop_reason"] == ("eos" if expected[-1] == tok.eos_token_id else "max_new_tokens")
 
 
@@ -99,7 +106,8 @@ def test_left_truncation_keeps_the_end_and_warns(loaded, caplog):
     assert "truncated from the left" in caplog.text
     expected = plain_greedy(loaded.model, ids[-8:], 4, tok.eos_token_id)  # 12 - 4 prompt tokens kept
     assert out["n_generated_tokens"][0] == len(expected)
-    assert out["prediction_token_ids"][0].to_list() == [t for t in expected if t != tok.eos_token_id]
+    assert out["generated_token_ids"][0].to_list() == [t for t in expected if t != tok.eos_token_id]
+    assert out["n_truncated"][0] == len(ids) - 8
 
 
 def test_tokenizer_left_untouched(loaded):
@@ -161,14 +169,15 @@ def test_stop_rules_by_hand():
 
     assert out["item_id"].to_list() == ["stop", "max", "eos", "straddle"]
     assert (rows["stop"]["prediction"], rows["stop"]["n_generated_tokens"]) == ("bc", 3)
-    assert rows["stop"]["prediction_token_ids"] == _ids("bc")
+    assert rows["stop"]["generated_token_ids"] == _ids("bc")
     assert rows["stop"]["stop_reason"] == "stop_sequence"
     assert (rows["max"]["prediction"], rows["max"]["n_generated_tokens"]) == ("xxxxx", 5)
     assert rows["max"]["stop_reason"] == "max_new_tokens"
     assert (rows["eos"]["prediction"], rows["eos"]["n_generated_tokens"]) == ("", 1)
-    assert (rows["eos"]["prediction_token_ids"], rows["eos"]["stop_reason"]) == ([], "eos")
+    assert (rows["eos"]["generated_token_ids"], rows["eos"]["stop_reason"]) == ([], "eos")
     assert (rows["straddle"]["prediction"], rows["straddle"]["n_generated_tokens"]) == ("c", 1)
-    assert (rows["straddle"]["prediction_token_ids"], rows["straddle"]["stop_reason"]) == ([], "stop_sequence")
+    assert (rows["straddle"]["generated_token_ids"], rows["straddle"]["stop_reason"]) == ([], "stop_sequence")
+    assert rows["straddle"]["prediction_token_ids"] == _ids("c")  # "c" re-encoded after the context
     # boundary rule on the char tokenizer: "Q: a" + "bc" -> context Q,:,space,a; continuation b,c
     assert rows["stop"]["reference_token_ids"] == [_ids("bc")]
 
@@ -178,8 +187,8 @@ def test_multi_char_stop_and_earliest_of_several():
     item = Item("s", "Q: a", references=("b",))
     out = generate_items(_scripted(), [item], ScoreConfig(max_new_tokens=8, stop_sequences=("c\nx",)))
     assert out.drop("references", "reference_token_ids").row(0, named=True) == {
-        "item_id": "s", "prediction": "b", "n_generated_tokens": 4, "prediction_token_ids": _ids("b"),
-        "stop_reason": "stop_sequence"}
+        "item_id": "s", "prediction": "b", "n_generated_tokens": 4, "generated_token_ids": _ids("b"),
+        "prediction_token_ids": _ids("b"), "stop_reason": "stop_sequence", "n_truncated": 0}
     out = generate_items(_scripted(), [item], ScoreConfig(max_new_tokens=8, stop_sequences=("x", "bc")))
     assert (out["prediction"][0], out["n_generated_tokens"][0]) == ("", 2)
 
@@ -204,3 +213,52 @@ def test_bad_settings_and_no_generative_items():
         generate_items(loaded, [item], ScoreConfig(max_new_tokens=2, stop_sequences=("",)))
     empty = generate_items(loaded, [Item("mc", "Q", choices=("a",), target=(0,))], ScoreConfig())
     assert empty.height == 0 and empty.schema == pl.Schema(COLUMNS)
+
+
+# A model that writes a given answer: a GPT-2-style byte-level BPE tokenizer (trained as in tests/conftest.py) and a
+# scripted model emitting the answer's own tokens, then EOS, whatever the prompt.
+EMOJI_MOVIE = Path(__file__).parent / "fixtures" / "bigbench" / "emoji_movie" / "task.json"
+
+
+class ScriptLM(torch.nn.Module):
+    """Emits `script[k]` at generation step k (one row), as logits; a causal LM's call signature and output fields."""
+
+    def __init__(self, script: list[int], vocab: int):
+        super().__init__()
+        self.script, self.vocab, self.step = script, vocab, 0
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=False,
+                logits_to_keep=0):
+        self.step = 0 if cache is None else self.step + 1
+        token = torch.tensor([[self.script[min(self.step, len(self.script) - 1)]]] * input_ids.shape[0])  # (B, 1)
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(token, self.vocab).float(), cache="kv")
+
+
+def test_bpe_generation_equal_to_its_reference_has_token_edit_distance_zero():
+    spec = FAMILIES["gpt2"]
+    tok = train_tokenizer(spec["bos"], spec["eos"], spec["adds_bos"])
+    item = next(it for it in load_bigbench(EMOJI_MOVIE).items if it.kind == "generative")
+    assert item.context.endswith("\nA: ")  # BIG-bench's prompt keeps the space the answer follows
+    reference = item.references[0]
+    # what a model writes after "A: ": the answer's tokens with no leading space (encoded on its own)
+    answer_ids = tok(reference, add_special_tokens=False).input_ids
+    loaded = LoadedModel(model=ScriptLM([*answer_ids, tok.eos_token_id], len(tok)), tokenizer=tok, name="script",
+                         revision=None, device=torch.device("cpu"), dtype=torch.float32, params=0,
+                         non_embedding_params=0, max_length=512)
+    out = generate_items(loaded, [item], ScoreConfig(max_new_tokens=len(answer_ids) + 1))
+    row = out.row(0, named=True)
+    assert row["prediction"] == reference and row["stop_reason"] == "eos"
+    assert row["generated_token_ids"] == answer_ids
+    # the reference, by the boundary rule, starts with the prompt's space: the model's own tokens differ from it
+    assert row["reference_token_ids"][0] != answer_ids
+    # the comparable ids: the prediction encoded by the same rule as the reference
+    assert row["prediction_token_ids"] == row["reference_token_ids"][0]
+    gens = out.with_columns(model=pl.lit("script"), params=pl.lit(0), non_embedding_params=pl.lit(0),
+                            task=pl.lit("emoji_movie"))
+    distances = edit_distances(gens.select(list(GENERATIONS)))
+    value = dict(zip(distances["metric"], distances["value"]))
+    assert value["token_edit_distance"] == 0.0 and value["char_edit_distance"] == 0.0
+    # what the distance was when the model's own tokens were compared with the references
+    own = edit_distances(gens.with_columns(pl.col("generated_token_ids").alias("prediction_token_ids"))
+                         .select(list(GENERATIONS)))
+    assert dict(zip(own["metric"], own["value"]))["token_edit_distance"] >= 1.0

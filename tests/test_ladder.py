@@ -1,5 +1,9 @@
 """The built-in ladder: shipped weights match the manifest, task files are well-formed and held out, and
-`train_ladder` is deterministic. Expected values are recomputed independently of the training code."""
+`train_ladder` is deterministic. Expected values are recomputed independently of the training code.
+
+Tests named `test_data_*` are data checks: they read the shipped manifest and task files and test what those files
+record (the ladder's sizes, its exact-match jump, correct sums), not any code, so they fail when the shipped data
+change, never when code breaks."""
 
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def test_shipped_model_matches_manifest(entry):
     assert tokenizer.convert_ids_to_tokens(tokenizer("0123+4567=").input_ids) == list("0123+4567=")
 
 
-def test_ladder_spans_two_orders_of_magnitude_within_30_mb():
+def test_data_ladder_spans_two_orders_of_magnitude_within_30_mb():
     assert all(Path(m["directory"]).parent == LADDER_DIR for m in MODELS)
     counts = [m["non_embedding_params"] for m in MODELS]
     assert len(MODELS) >= 6
@@ -74,7 +78,7 @@ def test_greedy_generation_agrees_with_recorded_exact_match(entry):
     assert exact == pytest.approx(entry["heldout"]["exact_match"], abs=1e-6)
 
 
-def test_exact_match_jumps_while_per_token_scores_rise():
+def test_data_manifest_exact_match_jumps_while_per_token_scores_rise():
     """The phenomenon the ladder exists for: exact match from ~0 to >= 0.8 with one big step between neighbours;
     per-token accuracy and log-probability never fall by more than a saturated model's noise (0.005); and while
     exact match is still ~0 the per-token log-prob has already improved by more than 0.4 nats per token."""
@@ -90,7 +94,7 @@ def test_exact_match_jumps_while_per_token_scores_rise():
     assert logprob[max(still_zero)] - logprob[0] > 0.4, (exact, logprob)
 
 
-def test_task_files_parse_and_are_correct():
+def test_data_task_files_parse_and_are_correct():
     mc, gen = load_jsonl(ADDITION_MC_TASK).items, load_jsonl(ADDITION_GEN_TASK).items
     assert len(mc) == len(gen) == MANIFEST["heldout_size"] == data.HELDOUT_SIZE
     for m, g in zip(mc, gen):

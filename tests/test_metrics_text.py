@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -39,10 +40,12 @@ def gen(item, prediction, references, pred_ids=(1,), ref_ids=None, model="m", ta
         "item_id": item,
         "prediction": prediction,
         "n_generated_tokens": len(pred_ids),
+        "generated_token_ids": list(pred_ids),
         "prediction_token_ids": list(pred_ids),
         "references": references,
         "reference_token_ids": ref_ids,
         "stop_reason": "eos",
+        "n_truncated": 0,
     }
 
 
@@ -149,7 +152,8 @@ def test_corpus_rows_schema_signature_and_interval():
     out = corpus_text_metrics(frame(rows), BootstrapConfig(n_resamples=300, seed=7))
     assert out.schema == pl.Schema(METRICS_TABLE)
     bleu = out.filter(pl.col("metric") == "corpus_bleu").row(0, named=True)
-    assert bleu["n_items"] == 4 and bleu["kind"] == "smooth" and bleu["direction"] == "higher"
+    assert bleu["n_items"] == 4 and bleu["taxonomy"] == "nonlinear" and bleu["direction"] == "higher"
+    assert bleu["kind"] == "sharp"  # a geometric mean of n-gram precisions
     assert "tok:13a" in bleu["signature"] and "bs:300" in bleu["signature"] and "seed:7" in bleu["signature"]
     assert bleu["ci_low"] <= bleu["mean"] <= bleu["ci_high"]
     assert bleu["ci_low"] < bleu["ci_high"]
@@ -224,9 +228,10 @@ def test_extra_metric_with_local_evaluate_module():
     out = extra_metric(frame(rows), module)
     assert out.schema == pl.Schema(ITEM_METRICS)
     assert set(out["metric"]) == {"char_overlap_overlap", "char_overlap_length"}  # "note" is not numeric
+    assert set(out["signature"]) == {"evaluate:char_overlap"}
     assert by_metric(out, "char_overlap_overlap") == [pytest.approx(2 / 3), 1.0]  # {a,b} of {a,b,d}; {z} of {z}
     assert by_metric(out, "char_overlap_length") == [3.0, 2.0]
-    info = MetricInfo("smooth", "higher", "character overlap", "test fixture")
+    info = MetricInfo("continuous", "higher", "character overlap", "test fixture")
     agg = aggregate(out, BootstrapConfig(n_resamples=10), extra_info={"char_overlap_overlap": info,
                                                                       "char_overlap_length": info})
     assert agg.filter(pl.col("metric") == "char_overlap_overlap")["mean"][0] == pytest.approx((2 / 3 + 1) / 2)
@@ -248,3 +253,41 @@ def test_empty_generations_give_empty_tables():
 def test_exact_match_config_signature_names_every_setting():
     sig = ExactMatchConfig(ignore_case=True, regexes_to_ignore=("^a",)).signature()
     assert sig == "ignore_case:True|ignore_punctuation:False|ignore_numbers:False|regexes_to_ignore:('^a',)"
+
+
+def test_item_rows_carry_their_settings():
+    """Each item row says how its number was made: sacrebleu's own signature for sentence BLEU and chrF (as
+    sacrebleu's sentence functions report it), the exact-match normalisation, nothing for edit distances."""
+    rows = frame([gen("a", "the cat", ["the cat", "a cat"]), gen("b", "a dog", ["the dog", "one dog"])])
+    exact = ExactMatchConfig(ignore_case=True)
+    out = text_metrics(rows, exact, BleuConfig(tokenize="char"))
+    sig = dict(out.select("metric", "signature").unique().iter_rows())
+    reference_bleu = sacrebleu.metrics.BLEU(tokenize="char", effective_order=True)
+    reference_bleu.sentence_score("the cat", ["the cat", "a cat"])
+    reference_chrf = sacrebleu.metrics.CHRF()
+    reference_chrf.sentence_score("the cat", ["the cat", "a cat"])
+    assert sig["bleu"] == reference_bleu.get_signature().format()
+    assert "tok:char" in sig["bleu"] and "eff:yes" in sig["bleu"] and "nrefs:2" in sig["bleu"]
+    assert sig["chrf"] == reference_chrf.get_signature().format()
+    assert sig["exact_match"] == exact.signature()
+    assert sig["token_edit_distance"] == sig["char_edit_distance"] == ""
+    assert out.group_by("metric").agg(pl.col("signature").n_unique())["signature"].max() == 1
+    # the mean keeps the item setting beside the bootstrap's
+    agg = aggregate(out, BootstrapConfig(n_resamples=10))
+    assert agg.filter(pl.col("metric") == "bleu")["signature"][0] == sig["bleu"] + "|ci:percentile|bs:10|conf:0.95|seed:0"
+
+
+def test_sentence_scores_equal_sacrebleu_public_functions():
+    """The statistic methods are private sacrebleu API (pinned to sacrebleu 2.x in pyproject.toml): the per-item
+    scores must equal sacrebleu's public sentence functions."""
+    out = bleu_chrf(frame([gen(str(i), h, [r, s]) for i, (h, r, s) in enumerate(zip(HYPS, REFS, REFS2))]))
+    assert by_metric(out, "bleu") == pytest.approx(
+        [sacrebleu.sentence_bleu(h, [r, s]).score for h, r, s in zip(HYPS, REFS, REFS2)])
+    assert by_metric(out, "chrf") == pytest.approx(
+        [sacrebleu.sentence_chrf(h, [r, s]).score for h, r, s in zip(HYPS, REFS, REFS2)])
+
+
+def test_sacrebleu_is_pinned_to_the_tested_major_version():
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.findall(r'"(sacrebleu[^"]*)"', pyproject) == ["sacrebleu>=2.4,<3"]
+    assert sacrebleu.__version__.startswith("2.")

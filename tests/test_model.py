@@ -94,6 +94,22 @@ def test_max_length_resolution_order(tiny_model_dir):
     assert max_length_of(cfg, tok_limited) == 96  # n_positions is checked first, as in lm-eval
 
 
+def test_max_length_text_config_first_then_top_level(tiny_model_dir):
+    """A composite config: the nested text_config's length wins; a text_config stating none falls back to the
+    top-level config (lm-eval's documented order), not to the tokenizer or the 2048 default."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir("gpt2"))
+
+    class Cfg:
+        pass
+
+    text, top = Cfg(), Cfg()
+    top.text_config, top.max_position_embeddings = text, 1200  # e.g. an audio encoder's limit at the top level
+    text.max_position_embeddings = 32768
+    assert max_length_of(top, tok) == 32768
+    del text.max_position_embeddings
+    assert max_length_of(top, tok) == 1200
+
+
 def test_count_parameters_shared_module_counted_once():
     class Toy(torch.nn.Module):
         def __init__(self):

@@ -65,6 +65,13 @@ def test_score_then_report_produces_every_table(ladder, small_task, tmp_path, ca
     assert scores["model"].unique().sort().to_list() == sorted(Path(m).name for m in ladder)
     sizes = scores.group_by("model").agg(pl.col("non_embedding_params").first()).sort("non_embedding_params")
     assert sizes["model"].to_list() == [Path(m).name for m in ladder]  # widths grow, so does the count
+    # BIG-bench's graded target_scores travel per choice, straight from the task file; nothing was truncated
+    examples = json.loads(small_task.read_text(encoding="utf-8"))["examples"]
+    graded = scores.filter(pl.col("item_kind") == "multiple_choice").sort("model", "item_id", "choice")
+    expected = [v for ex in examples for v in ex["target_scores"].values()] * len(ladder)
+    assert graded["target_score"].to_list() == expected
+    assert scores.filter(pl.col("item_kind") == "generative")["target_score"].null_count() == gens.height
+    assert set(scores["n_truncated"]) == {0} and set(gens["n_truncated"]) == {0}
 
     assert main(["report", str(out), "--bootstrap", "50"]) == 0
     printed = capsys.readouterr().out
@@ -74,7 +81,8 @@ def test_score_then_report_produces_every_table(ladder, small_task, tmp_path, ca
     grade = metrics.filter(pl.col("metric") == "multiple_choice_grade").sort("non_embedding_params")
     assert grade.height == len(ladder) and grade["n_items"].to_list() == [6] * len(ladder)
     assert set(emergence["n_models"].to_list()) == {len(ladder)}
-    assert {"exact_match", "bleu", "token_edit_distance"} <= set(metrics["metric"].to_list())
+    assert {"exact_match", "bleu", "token_edit_distance", "bigbench_grade"} <= set(metrics["metric"].to_list())
+    assert set(metrics["taxonomy"]) == {"discontinuous", "nonlinear", "continuous"}
     assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
         f"emoji_movie_{kind}.png" for kind in
         ("generative", "item_correlations", "logprob_gap", "metrics", "sharp_vs_smooth", "slices")]

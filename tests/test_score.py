@@ -27,7 +27,7 @@ from logprob.score import (
     token_scores,
 )
 from logprob.tasks import Item
-from logprob.tokenize import build_requests
+from logprob.tokenize import build_requests, encode_pair
 from metrics.schema import validate
 
 ITEMS = [
@@ -120,6 +120,12 @@ def test_truncation_uses_config_max_length(loaded):
     ref = reference(loaded, ITEMS, 20)
     np.testing.assert_allclose(scores["token_logprobs"].explode().to_numpy(), np.concatenate([r[0] for r in ref]),
                                atol=1e-5)
+    # the score table records how many context tokens each request lost: ctx + cont[:-1] must fit 20 tokens
+    pairs = [encode_pair(loaded.tokenizer, item.context, c) for item in ITEMS for c in item.continuations]
+    expected = [max(0, len(ctx) + len(cont) - 21) for ctx, cont in pairs]
+    assert scores["n_truncated"].to_list() == expected and max(expected) > 0
+    full = [max(0, len(ctx) + len(cont) - (loaded.max_length + 1)) for ctx, cont in pairs]
+    assert score_items(loaded, ITEMS, ScoreConfig())["n_truncated"].to_list() == full and min(full) == 0
 
 
 def test_progress_counts_every_request_once(loaded):

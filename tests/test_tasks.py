@@ -132,6 +132,7 @@ def test_bigbench_custom_prefixes_and_no_appended_choices():
     (item,) = parse_bigbench(data).items
     assert item.context == "Solve.\nIn: x\nOut:"
     assert item.choices == ("b", "a", "c") and item.target == (1, 2)  # both max-score choices are targets
+    assert item.target_scores == (0.0, 1.0, 1.0)  # every score kept, in file order
 
 
 def test_bigbench_custom_choice_prefix_three_choices():
@@ -139,7 +140,7 @@ def test_bigbench_custom_choice_prefix_three_choices():
     data = {"choice_prefix": " | ", "examples": [{"input": "q", "target_scores": {"z": 1, "y": 0, "x": 0.5}}]}
     (item,) = parse_bigbench(data, default_name="folder").items
     assert item.context == "\nQ: q | x | y | z\nA: "
-    assert item.target == (0,)
+    assert item.target == (0,) and item.target_scores == (1.0, 0.0, 0.5)  # graded: "x" earns half
 
 
 def test_bigbench_generative_only_list_target_and_name_from_folder(tmp_path):
@@ -183,6 +184,18 @@ def test_jsonl_fields(tmp_path):
     assert a == Item(item_id="3", context="A", choices=(" x", " y", " z"), target=(2, 0))
     assert a.continuations == (" x", " y", " z") and a.targets == (2, 0)
     assert b.kind == "generative" and b.continuations == ("ok",) and b.target == ()
+    assert a.target_scores is None and b.target_scores is None
+
+
+def test_jsonl_target_scores(tmp_path):
+    """Graded credit per choice; without `target`, the targets are the highest-scoring choices (BIG-bench's rule)."""
+    path = _jsonl(tmp_path, '{"id": "a", "context": "c", "choices": ["x", "y", "z"], "target_scores": [0.5, 1, 1]}',
+                  '{"id": "b", "context": "c", "choices": ["x", "y"], "target": 1, "target_scores": [0, 2.5]}')
+    a, b = load_jsonl(path).items
+    assert (a.target, a.target_scores) == ((1, 2), (0.5, 1.0, 1.0))
+    assert (b.target, b.target_scores) == ((1,), (0.0, 2.5))
+    back = load_jsonl(write_jsonl(load_jsonl(path), tmp_path / "back.jsonl"))
+    assert back.items == (a, b)
 
 
 # ------------------------------------------------------------------------------------------ Item / Task in Python
@@ -207,6 +220,11 @@ def test_item_normalises_int_target_and_lists():
         ({}, "'choices'/'references'"),
         ({"choices": ("a",), "target": 0, "references": ("r",)}, "'choices' and 'references'"),
         ({"references": ("r",), "target": 0}, "'target': must be empty"),
+        ({"choices": ("a", "b"), "target": 0, "target_scores": (1.0,)}, "'target_scores': expected a list of 2"),
+        ({"choices": ("a", "b"), "target": 0, "target_scores": (1.0, float("nan"))}, "'target_scores': expected finite"),
+        ({"choices": ("a", "b"), "target": 0, "target_scores": (0.0, 1.0)}, "'target': must be the choices with the "
+                                                                             "highest target score [1], got [0]"),
+        ({"references": ("r",), "target_scores": (1.0,)}, "'target_scores': only for multiple-choice items"),
     ],
 )
 def test_item_rejects(kwargs, field):
@@ -265,6 +283,11 @@ GOOD = '{"id": "a", "context": "c", "choices": ["x", "y"], "target": 0}'
         ('{"id": "b", "context": "c", "references": ["r"], "target": 0}', "field 'target': not allowed"),
         ('{"id": "b", "context": "c", "references": ["r"], "choices": ["x"]}', "'choices' and 'references'"),
         ('{"id": "b", "context": "c", "refs": ["r"]}', "unknown field 'refs'"),
+        ('{"id": "b", "context": "c", "choices": ["x", "y"], "target_scores": [1]}', "'target_scores': expected a list"),
+        ('{"id": "b", "context": "c", "choices": ["x", "y"], "target_scores": [1, "0"]}', "expected finite numbers"),
+        ('{"id": "b", "context": "c", "choices": ["x", "y"], "target_scores": [0, 1], "target": 0}',
+         "field 'target': must be the choices with the highest target score [1], got [0]"),
+        ('{"id": "b", "context": "c", "references": ["r"], "target_scores": [1]}', "'target_scores': not allowed"),
         ('{"id": "a", "context": "c", "references": ["r"]}', "field 'id': duplicate id 'a' (first on line 1)"),
     ],
 )
