@@ -43,7 +43,8 @@ def model_progress():
         def factory(info):
             desc = f"[{info.index + 1}/{info.n_models}] {info.model}"
             if info.skipped:
-                bar.add_task(f"{desc} (already scored: same checkpoint, tasks, settings)", total=info.n_requests, completed=info.n_requests)
+                bar.add_task(f"{desc} (already scored: same checkpoint, tasks, settings)", total=info.n_requests,
+                             completed=info.n_requests)
                 return lambda n: None
             task_id = bar.add_task(desc, total=info.n_requests)
             return lambda n: bar.advance(task_id, n)

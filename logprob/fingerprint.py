@@ -4,8 +4,9 @@ A run reuses a finished (model, task) result only when both hashes (and the sett
 asking for it (`logprob/run.py`), so a retrained checkpoint, another checkpoint under the same directory name, or
 an edited task file is never mistaken for the one scored earlier.
 
-`model_fingerprint(folder)` hashes every file of a checkpoint folder that can change a number (the top-level
-files, less documentation: README*, LICENSE*, *.md, images and hidden files), each by name, size and content.
+`model_fingerprint(folder)` hashes the top-level files of a checkpoint folder that transformers reads to build the
+model and its tokenizer (`checkpoint_files`: configs, weights, vocabularies, remote code), each by name, size and
+content; documentation, images, optimizer and trainer state are left out.
 Content is read whole up to WHOLE_FILE_BYTES; a larger safetensors file is hashed by its header (every tensor's
 name, dtype, shape and offsets) plus SAMPLE_BYTES at the start, middle and end of every tensor's data, so a
 multi-gigabyte checkpoint costs a few hundred small reads rather than a full pass. A change that leaves all of
@@ -32,8 +33,12 @@ MAX_HEADER_BYTES = 100_000_000
 #: Hex digits kept of each sha256: 64 bits, plenty to tell versions of one checkpoint or task apart.
 DIGITS = 16
 
+#: Suffixes of the files that can change a number: configs (generation_config.json included), safetensors weights
+#: and their index, vocabularies and merges (.json, .txt, .model, .tiktoken), chat templates and remote code.
+NUMBER_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".tiktoken", ".jinja", ".py")
+#: Files with those suffixes that change nothing: training state and documentation.
+SKIPPED = ("trainer_state.json",)
 _DOC_PREFIXES = ("readme", "license", "licence", "notice", "copying")
-_DOC_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".html")
 
 
 class CheckpointError(ValueError):
@@ -41,12 +46,14 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
-    """The top-level files of a checkpoint that can change a number, sorted by name (symlinks followed, as in the
-    Hugging Face cache, where a snapshot's files link to blobs)."""
+    """The top-level files of a checkpoint that can change a number, sorted by name: NUMBER_SUFFIXES and the pickle
+    weights transformers reads (pytorch_model*.bin), less SKIPPED, hidden files and documentation. Symlinks are
+    followed, as in the Hugging Face cache, where a snapshot's files link to blobs."""
     files = []
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
-        if name.startswith(".") or name.startswith(_DOC_PREFIXES) or name.endswith(_DOC_SUFFIXES):
+        wanted = name.endswith(NUMBER_SUFFIXES) or (name.startswith("pytorch_model") and name.endswith(".bin"))
+        if not wanted or name in SKIPPED or name.startswith(".") or name.startswith(_DOC_PREFIXES):
             continue
         if path.is_file():
             files.append(path)

@@ -2,7 +2,8 @@
 
 A ladder run can take hours, so everything a user can get wrong is checked before the first model loads: the tasks
 (valid, no two alike), the models (an existing checkpoint directory or a hub id, told apart by `is_local_path`), the
-device, and the output folder (creatable, writable, with room for the tables).
+device, and the output folder (creatable, writable, and, once the run knows what is left to score, with room for
+the tables).
 
 The rule for `--model` (README, "Command line"): a value is a **local path** if it exists on disk, is absolute,
 starts with `.` or `~`, contains a backslash or more than one `/`, or its part before the `/` is an existing
@@ -275,19 +276,19 @@ def check_out_dir(out_dir: Path) -> None:
             raise ValueError(f"--out {out_dir}: {name} is not a file; move it away or choose another --out")
 
 
-def estimate_table_bytes(n_models: int, tasks: Sequence[Task], config: ScoreConfig, generate: bool) -> int:
-    """A generous estimate of the bytes the new rows of `n_models` × `tasks` take in the tables (uncompressed: a
-    row's text twice, every continuation byte counted as a token, plus ROW_OVERHEAD_BYTES)."""
-    per_model = 0
-    for task in tasks:
-        for item in task.items:
+def estimate_unit_bytes(task: Task, config: ScoreConfig, *, scores: bool, generations: bool) -> int:
+    """A generous estimate of the bytes one model's rows of `task` take in the tables (uncompressed: a row's text
+    twice, every continuation byte counted as a token, plus ROW_OVERHEAD_BYTES; a generation at full length)."""
+    total = 0
+    for item in task.items:
+        if scores:
             for text in item.continuations:
                 size = len(text.encode("utf-8"))
-                per_model += ROW_OVERHEAD_BYTES + 2 * size + TOKEN_BYTES * (size + 1)
-            if generate and item.references:
-                refs = sum(len(r.encode("utf-8")) for r in item.references)
-                per_model += ROW_OVERHEAD_BYTES + 5 * refs + (TOKEN_BYTES + 8) * config.max_new_tokens
-    return n_models * per_model
+                total += ROW_OVERHEAD_BYTES + 2 * size + TOKEN_BYTES * (size + 1)
+        if generations and item.references:
+            refs = sum(len(r.encode("utf-8")) for r in item.references)
+            total += ROW_OVERHEAD_BYTES + 5 * refs + (TOKEN_BYTES + 8) * config.max_new_tokens
+    return total
 
 
 def check_free_space(out_dir: Path, new_bytes: int) -> None:
@@ -295,6 +296,8 @@ def check_free_space(out_dir: Path, new_bytes: int) -> None:
     rename)."""
     from metrics.schema import GENERATIONS_FILE, SCORES_FILE
 
+    if new_bytes <= 0:  # nothing will be written
+        return
     existing = sum((out_dir / n).stat().st_size for n in (SCORES_FILE, GENERATIONS_FILE) if (out_dir / n).is_file())
     need = existing + new_bytes + SPARE_BYTES
     free = shutil.disk_usage(out_dir).free
@@ -314,13 +317,12 @@ class CheckedRun:
 
 def check_run(specs: Sequence[ModelSpec], tasks: Sequence[Task], out_dir: Path, config: ScoreConfig,
               generate: bool) -> CheckedRun:
-    """Every check that needs no model loaded, cheapest first; the output folder is created only if all the others
-    pass."""
+    """Every check that needs neither a model nor the folder's tables, cheapest first; the output folder is created
+    only if all the others pass. (Free space is checked once the run knows what it will write: `check_free_space`.)"""
     if not tasks:
         raise ValueError("--task: give at least one task file")
     hashes = check_tasks(tasks)
     models = check_models(specs)
     dtype = check_device(specs[0]) if specs else "float32"
     check_out_dir(Path(out_dir))
-    check_free_space(Path(out_dir), estimate_table_bytes(len(models), tasks, config, generate))
     return CheckedRun(tuple(models), tuple(hashes), dtype)

@@ -8,6 +8,7 @@ paths, a pickle the safe loader refuses, Ctrl-C, kill -9 then resume, --restart,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -23,11 +24,11 @@ from safetensors.torch import load_file
 import logprob.model
 from logprob import preflight, run
 from logprob.cli import main
-from logprob.config import ModelSpec
+from logprob.config import ModelSpec, ScoreConfig
 from logprob.fingerprint import model_fingerprint
 from logprob.ladder import ADDITION_GEN_TASK, ADDITION_MC_TASK, LADDER_DIR
-from logprob.lock import LOCK_FILE
-from logprob.tasks import load_task
+from logprob.lock import LOCK_FILE, FolderBusy, FolderLock
+from logprob.tasks import Item, Task, load_task
 from metrics.folder import FolderError, read_run_folder
 
 M0, M1, M2 = (LADDER_DIR / name for name in ("ladder-00-1k", "ladder-01-4k", "ladder-02-19k"))
@@ -146,6 +147,48 @@ def test_other_checkpoint_refused_while_its_old_results_would_stay(tasks, tmp_pa
     assert code == 2 and "ladder-00-1k" in line and "gen" in line and "--task" in line
 
 
+def test_generations_of_a_rescored_model_are_dropped_under_no_generate(tasks, tmp_path, capsys, caplog):
+    other = tmp_path / "run2" / "ladder-00-1k"
+    shutil.copytree(M1, other)
+    out = tmp_path / "run"
+    assert score(capsys, "--model", M0, "--task", tasks / "gen.jsonl", "--out", out, "--max-new-tokens", 6)[0] == 0
+    assert table(out, "generations").height == len(jsonl(tasks / "gen.jsonl"))
+    assert score(capsys, "--model", other, "--task", tasks / "gen.jsonl", "--out", out, "--no-generate")[0] == 0
+    assert "dropping generations of ladder-00-1k × gen" in caplog.text
+    scores, gens = read_run_folder(out)
+    assert gens.height == 0 and set(scores["model_fingerprint"]) == {model_fingerprint(M1)}
+
+
+@pytest.mark.parametrize("writes", [1, 2, 3])
+def test_a_run_stopped_after_any_write_leaves_one_version_of_everything(writes, tasks, tmp_path, capsys,
+                                                                        monkeypatch):
+    """Rescoring an edited task for two models takes three writes (the old rows retired, then each model); a run
+    stopped after any of them leaves a folder `report` can read, and the rerun equals a clean run."""
+    out, ref = tmp_path / "run", tmp_path / "clean"
+    args = ("--model", M0, "--model", M1, "--task", tasks / "mc.jsonl", "--task", tasks / "gen.jsonl",
+            "--max-new-tokens", 6)
+    assert score(capsys, *args, "--out", out)[0] == 0
+    rows = jsonl(tasks / "mc.jsonl")
+    rows[0]["context"] = "1111+2222="
+    (tasks / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    real, done = run.write_parquet_atomic, []
+
+    def stop_after(frame, path):
+        real(frame, path)
+        done.append(path.name)
+        if len(done) == writes:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "write_parquet_atomic", stop_after)
+    assert score(capsys, *args, "--out", out)[0] == 130
+    read_run_folder(out)  # no FolderError: one checkpoint per model, one version per task, one set of settings
+    monkeypatch.setattr(run, "write_parquet_atomic", real)
+    assert score(capsys, *args, "--out", out)[0] == 0
+    assert score(capsys, *args, "--out", ref)[0] == 0
+    for name, keys in (("scores", ["model", "task", "item_id", "choice"]), ("generations", ["model", "task", "item_id"])):
+        assert table(out, name).sort(keys).equals(table(ref, name).sort(keys))  # row order differs: models rescored
+
+
 def test_new_settings_are_refused_not_mixed(tasks, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert score(capsys, "--model", M0, "--task", tasks / "mc.jsonl", "--out", out)[0] == 0
@@ -232,6 +275,15 @@ def test_second_writer_refused_and_a_dead_writer_blocks_nothing(tasks, tmp_path,
     assert not (out / LOCK_FILE).exists()
 
 
+def test_the_lock_names_its_holder_and_goes_with_it(tmp_path):
+    with FolderLock(tmp_path, "scalelens score --out here"):
+        with pytest.raises(FolderBusy, match=f"pid {os.getpid()}: scalelens score --out here"):
+            FolderLock(tmp_path).__enter__()
+    assert not (tmp_path / LOCK_FILE).exists()
+    with FolderLock(tmp_path):  # free again
+        pass
+
+
 # ---------------------------------------------------------------------------------------------------- the folder
 
 
@@ -264,6 +316,29 @@ def test_empty_out_and_bad_numbers_refused_at_once(tasks, tmp_path, capsys, monk
         code, _, err = score(capsys, *base, *extra)
         assert code == 2 and needle in error_line(err)
     assert list(tmp_path.iterdir()) == [tmp_path / "tasks"]  # nothing written anywhere
+
+
+def test_space_estimate_by_hand():
+    task = Task("t", (Item("a", "1+1=", choices=("2", "22"), target=0), Item("b", "2+2=", references=("4",))))
+    # per continuation: 256 overhead + 2 × its bytes + 8 × (bytes + 1) tokens; per generative item with generation:
+    # 256 + 5 × reference bytes + 16 × max_new_tokens
+    scores = (256 + 2 + 16) + (256 + 4 + 24) + (256 + 2 + 16)
+    generations = 256 + 5 + 16 * 3
+    config = ScoreConfig(max_new_tokens=3)
+    assert preflight.estimate_unit_bytes(task, config, scores=True, generations=True) == scores + generations
+    assert preflight.estimate_unit_bytes(task, config, scores=True, generations=False) == scores
+    assert preflight.estimate_unit_bytes(task, config, scores=False, generations=False) == 0
+
+
+def test_free_space_is_needed_only_for_what_is_left_to_score(tasks, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert score(capsys, "--model", M0, "--task", tasks / "mc.jsonl", "--out", out)[0] == 0
+    size = (out / "scores.parquet").stat().st_size
+    just_enough = size + preflight.SPARE_BYTES  # a rewrite holds the old table and the new one
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=just_enough))
+    assert score(capsys, "--model", M0, "--task", tasks / "mc.jsonl", "--out", out)[0] == 0  # nothing to write
+    code, _, err = score(capsys, "--model", M1, "--task", tasks / "mc.jsonl", "--out", out)
+    assert code == 2 and "MiB free" in error_line(err)
 
 
 def test_full_disk_while_writing_is_one_line_and_leaves_the_table_intact(tasks, tmp_path, capsys, monkeypatch):
@@ -408,6 +483,20 @@ def test_hub_id_found_in_the_cache_offline(tasks, tmp_path, capsys, monkeypatch)
     assert hub["logprob"].equals(local["logprob"])
 
 
+def test_hub_unreachable_is_one_line(tasks, tmp_path, capsys, monkeypatch, no_load):
+    import huggingface_hub.constants
+
+    def no_network(repo_id, revision):
+        raise ConnectionError("Failed to resolve 'huggingface.co'\n(several more lines)")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(preflight, "hub_model_info", no_network)
+    code, _, err = score(capsys, "--model", "nosuch-org/nosuch-model", "--task", tasks / "mc.jsonl", "--out",
+                         tmp_path / "out")
+    line = error_line(err)
+    assert code == 2 and "the hub cannot be reached (Failed to resolve 'huggingface.co')" in line
+
+
 def test_unknown_characters_are_warned_about(tmp_path, caplog):
     task = tmp_path / "letters.jsonl"
     task.write_text('{"id": "a", "context": "12+34=", "choices": ["46", "4é6", "4ß6"], "target": 0}\n')
@@ -415,6 +504,16 @@ def test_unknown_characters_are_warned_about(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if "no token for" in r.getMessage()]
     assert len(warnings) == 1
     assert "ladder-00-1k" in warnings[0] and "2 character(s)" in warnings[0] and "'ßé'" in warnings[0]
+
+
+def test_utf8_bom_task_files_are_read(tmp_path):
+    bom = "\ufeff"
+    (tmp_path / "a.jsonl").write_text(bom + '{"id": "q", "context": "1+1=", "choices": ["2", "3"], "target": 0}\n',
+                                      encoding="utf-8")
+    (tmp_path / "task.json").write_text(bom + json.dumps({"name": "b", "examples": [
+        {"input": "1+1", "target_scores": {"2": 1, "3": 0}}]}), encoding="utf-8")
+    assert load_task(tmp_path / "a.jsonl").items[0].item_id == "q"  # not "\ufeffq", nor a refusal
+    assert load_task(tmp_path / "task.json").items[0].choices == ("2", "3")
 
 
 # ---------------------------------------------------------------------------------------------------- signals
