@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -26,8 +25,6 @@ from pathlib import Path
 from logprob.config import ModelSpec, ScoreConfig
 from logprob.fingerprint import model_fingerprint, safetensors_header
 from logprob.tasks import Task
-
-log = logging.getLogger(__name__)
 
 #: Files holding a tokenizer's vocabulary; a checkpoint needs one of them (or a *.tiktoken file).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
