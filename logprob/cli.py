@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +40,8 @@ def model_progress():
         def factory(info):
             desc = f"[{info.index + 1}/{info.n_models}] {info.model}"
             if info.skipped:
-                bar.add_task(f"{desc} (done earlier, kept)", total=info.n_requests, completed=info.n_requests)
+                bar.add_task(f"{desc} (already scored: same checkpoint, tasks, settings)", total=info.n_requests,
+                             completed=info.n_requests)
                 return lambda n: None
             task_id = bar.add_task(desc, total=info.n_requests)
             return lambda n: bar.advance(task_id, n)
@@ -69,19 +72,25 @@ def _specs(args) -> list[ModelSpec]:
 
 
 def cmd_score(args) -> int:
-    from logprob.run import check_unique_labels, score_models
+    from logprob.run import open_run
     from logprob.tasks import load_task
 
-    tasks = [load_task(Path(t)) for t in args.task]  # every task validated before any model is loaded
+    if not args.out.strip():
+        raise ValueError("--out: empty path; name the output folder")
+    config = _score_config(args)  # option ranges, then tasks, then models and folder: all before any model loads
     specs = _specs(args)
-    check_unique_labels(specs)
-    with model_progress() as progress:
-        scores, gens = score_models(
-            specs, tasks, Path(args.out), _score_config(args), generate=not args.no_generate, progress=progress
-        )
+    tasks = [load_task(Path(t)) for t in args.task]
+    out = Path(args.out)
+    with open_run(specs, tasks, out, config, generate=not args.no_generate, restart=args.restart) as run:
+        with model_progress() as progress:
+            result = run.execute(progress)
+    if result.n_computed == 0:
+        console.print(f"nothing to do: every model and task is already scored in {out} with the same checkpoints, "
+                      f"task files and settings; next: scalelens report {args.out}")
+        return 0
     console.print(
-        f"wrote {Path(args.out) / 'scores.parquet'} ({scores.height} rows)"
-        + (f" and generations.parquet ({gens.height} rows)" if gens.height else "")
+        f"wrote {out / 'scores.parquet'} ({result.scores.height} rows)"
+        + (f" and generations.parquet ({result.generations.height} rows)" if result.generations.height else "")
         + f"; next: scalelens report {args.out}"
     )
     return 0
@@ -160,7 +169,7 @@ def cmd_demo(args) -> int:
     from logprob.demo import run_demo
 
     with model_progress() as progress:
-        result = run_demo(Path(args.out), progress=progress, n_items=args.items)
+        result = run_demo(Path(args.out), progress=progress, n_items=args.items, restart=args.restart)
     print_analysis(result.analysis)
     console.print(result.summary, highlight=False)
     return 0
@@ -182,8 +191,27 @@ def cmd_ladder_train(args) -> int:
     return 0
 
 
+#: Exit codes (README, "Exit codes"). Anything else (1) is a bug: the traceback is shown, please report it.
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is so that cleanup (temporary files, the folder lock) runs as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit 2) rather than the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="scalelens",
         description="Is this jump in ability real, or is it the metric? Score a ladder of causal LMs once, "
         "then read the same outputs under sharp and smooth metrics.",
@@ -204,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-generate", action="store_true", help="skip greedy generation on generative items")
     p.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own Python code (off by default)")
     p.add_argument("--allow-pickle", action="store_true", help="accept .bin (pickle) weights, not only safetensors")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the folder's scores.parquet and generations.parquet (once the checks pass) and rescore")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("report", help="metrics and emergence tables (and figures) from a scored folder")
@@ -229,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="score the built-in ladder on its arithmetic tasks: tables, summary and figures")
     p.add_argument("--out", default="scalelens-demo", help="output folder (default ./scalelens-demo)")
     p.add_argument("--items", type=int, default=None, help="score only the first N items of each task (quick look)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the folder's score tables and rescore (e.g. a folder from another scalelens version)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ladder", help="the built-in model ladder")
@@ -241,14 +273,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"scalelens: error: {exc}", file=sys.stderr)  # one unwrapped line, whatever the terminal width
-        return 2
+        print(f"scalelens: error: {_one_line(exc)}", file=sys.stderr)  # one unwrapped line, whatever the width
+        return EXIT_ERROR
+    except (KeyboardInterrupt, Terminated) as exc:
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        resume = "; finished models are saved, rerun the same command to resume" if args.command == "score" else ""
+        print(f"scalelens: {what}: no partial file was left behind{resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

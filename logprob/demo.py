@@ -56,9 +56,11 @@ def run_demo(
     n_items: int | None = None,
     n_resamples: int = 1000,
     ladder_dir: Path = LADDER_DIR,
+    restart: bool = False,
 ) -> DemoResult:
     """Score, generate, analyse and draw; every table and figure lands in `out_dir`."""
-    score_models(ladder_specs(ladder_dir), demo_tasks(n_items), out_dir, DEMO_CONFIG, progress=progress)
+    score_models(ladder_specs(ladder_dir), demo_tasks(n_items), out_dir, DEMO_CONFIG, progress=progress,
+                 restart=restart)
     analysis = analyse_folder(out_dir, n_resamples=n_resamples, bleu=DEMO_BLEU)
     return DemoResult(analysis, headline(analysis))
 

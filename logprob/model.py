@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 
 import torch
@@ -119,19 +120,42 @@ def max_length_of(config, tokenizer) -> int:
     return DEFAULT_MAX_LENGTH
 
 
+class ModelLoadError(OSError):
+    """A checkpoint could not be loaded; the message is one line naming the model and what to do."""
+
+
+def _load_error(spec: ModelSpec, part: str, exc: Exception) -> ModelLoadError:
+    """One line for a failure inside transformers, torch or safetensors (their messages span many lines)."""
+    given = f"--model {spec.name_or_path}"
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+        return ModelLoadError(f"{given}: its pickle weights hold objects that torch's safe (weights-only) loader "
+                              "refuses; convert the checkpoint to safetensors with a tool you trust")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0][:200] if lines else ""
+    return ModelLoadError(f"{given}: could not load the {part} ({type(exc).__name__}: {reason}); check the checkpoint's "
+                          "files, or its --revision")
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load tokenizer and model from a hub id or a local directory (one code path), in eval mode on the device.
 
     Weights load from safetensors only unless `spec.allow_pickle`. The tokenizer is used as loaded, never modified.
+    A failure inside the loaders raises ModelLoadError, one line naming the model.
     """
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, revision=spec.revision,
-                                              trust_remote_code=spec.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(  # device_map: weights load straight onto the device
-        spec.name_or_path, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
-        use_safetensors=None if spec.allow_pickle else True, device_map={"": device},
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, revision=spec.revision,
+                                                  trust_remote_code=spec.trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - any loader failure is a problem with this checkpoint, said in one line
+        raise _load_error(spec, "tokenizer", e) from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(  # device_map: weights load straight onto the device
+            spec.name_or_path, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+            use_safetensors=None if spec.allow_pickle else True, device_map={"": device},
+        )
+    except Exception as e:  # noqa: BLE001
+        raise _load_error(spec, "model", e) from None
     model.eval()
     total, non_embedding = count_parameters(model)
     log.info("loaded %s (%s) on %s as %s: %d parameters, %d non-embedding", spec.name_or_path, spec.revision,

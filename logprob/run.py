@@ -1,34 +1,48 @@
-"""Tasks × models → score and generation tables, written atomically after every model and resumable.
+"""Tasks × models → score and generation tables: checked before work, one writer per folder, resumable by content.
 
-A ladder run can take hours on real checkpoints, so nothing finished is ever lost: after each model, the rows of
-every model finished so far are written to a temporary file that replaces `scores.parquet` (and
-`generations.parquet`) in one `os.replace`. A rerun of the same command reads those tables back and skips every
-model whose rows are complete under the same settings; different settings for the same output folder are refused
-rather than mixed.
+A ladder run can take hours on real checkpoints, so nothing finished is lost and nothing stale is kept:
+
+1. `open_run` checks every option, task, model and the output folder before any model loads (`preflight`), takes
+   the folder's lock (`lock`), reads and checks the tables already there (`metrics.folder`), and plans the run.
+2. The plan's unit of work is one (model, task) pair: `score_unit` scores it (and generates, for generative items).
+   A finished unit in the folder is reused only when its `model_fingerprint` (the checkpoint's files), `task_hash`
+   (the items as scored) and `score_config` (every setting that can change a number) all equal this run's.
+   Otherwise it is rescored, with one warning line saying why, or the run is refused before work (decision table
+   in README, "What a run folder guarantees").
+3. `Run.execute` loads one model at a time, scores its units, and rewrites both tables after each model: the rows
+   of every other model and task as they were, this model's new units replaced, to a temporary file renamed over
+   the table in one `os.replace`. Rows of models or tasks this run does not name are never removed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from logprob.config import ModelSpec, ScoreConfig
+from logprob.fingerprint import model_fingerprint
+from logprob.lock import FolderLock
+from logprob.preflight import ResolvedModel, check_free_space, check_run, estimate_unit_bytes, hub_snapshot
+from logprob.preflight import model_label as model_label
 from logprob.tasks import Task
-from metrics.schema import GENERATIONS, GENERATIONS_FILE, SCORES, SCORES_FILE, validate, write_parquet_atomic
+from metrics.folder import FolderError, check_provenance, read_table, settings_difference
+from metrics.schema import GENERATIONS, GENERATIONS_FILE, PROVENANCE, SCORES, SCORES_FILE, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-#: Provenance columns written beside the SCORES / GENERATIONS columns: the settings that produced each number.
-PROVENANCE: dict[str, pl.DataType] = {
-    "model_source": pl.String,  # hub id or local path as given
-    "revision": pl.String,
-    "dtype": pl.String,
-    "score_config": pl.String,  # ScoreConfig.fingerprint(), scalelens version included
-}
+__all__ = ["PROVENANCE", "ModelProgress", "Run", "RunResult", "Unit", "open_run", "score_models", "score_unit"]
+
+#: PROVENANCE (defined in metrics.schema, where metrics.folder reads it too) holds the columns written beside the
+#: SCORES / GENERATIONS columns: model_source, revision, dtype, model_fingerprint, task_hash, score_config.
+
+#: What to do when a run would mix its results with the folder's.
+MIX_FIX = "add --restart to discard the folder's tables and rescore, or use another --out"
 
 
 @dataclass(frozen=True)
@@ -38,56 +52,360 @@ class ModelProgress:
     model: str
     index: int  # 0-based position in the ladder
     n_models: int
-    n_requests: int  # (item, continuation) pairs to score, plus generative items to generate
-    skipped: bool  # already complete in the output folder
+    n_requests: int  # (item, continuation) pairs to score, plus generative items to generate (if skipped: done)
+    skipped: bool  # every unit already complete in the output folder: nothing to load
 
 
 ProgressFactory = Callable[[ModelProgress], Callable[[int], None]]
 
 
-def model_label(spec: ModelSpec) -> str:
-    """The `model` column: a hub id as given; a local checkpoint by its directory name."""
-    path = Path(spec.name_or_path)
-    return path.resolve().name if path.exists() else spec.name_or_path
+@dataclass(frozen=True)
+class Unit:
+    """One (model, task) pair and what of it this run computes."""
+
+    model: ResolvedModel
+    task: Task
+    task_hash: str
+    scores: bool  # its score rows are computed (else the folder's are reused)
+    generations: bool  # its generation rows are computed
+    reason: str | None = None  # why the folder's earlier result is not reused, when there is one
+    stale_scores: bool = False  # the folder holds score rows of this unit that are not reused: retired before work
+    stale_generations: bool = False  # likewise generation rows (retired even when not regenerated)
+
+    @property
+    def generative_items(self) -> tuple:
+        return tuple(it for it in self.task.items if it.kind == "generative")
+
+    @property
+    def n_requests(self) -> int:
+        n = sum(len(it.continuations) for it in self.task.items) if self.scores else 0
+        return n + (len(self.generative_items) if self.generations else 0)
 
 
-def _read_existing(path: Path, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame | None:
-    if not path.exists():
+@dataclass(frozen=True)
+class RunResult:
+    scores: pl.DataFrame  # the folder's whole score table after the run
+    generations: pl.DataFrame  # the folder's whole generation table (empty when there is none)
+    n_computed: int  # (model, task) units scored or generated by this run
+    n_reused: int  # units found complete in the folder
+
+
+def score_unit(loaded, unit: Unit, config: ScoreConfig,
+               advance: Callable[[int], None]) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """Score one (model, task) unit: its score rows and/or generation rows, with the task column but without the
+    model and provenance columns (the caller's)."""
+    from logprob.generate import generate_items
+    from logprob.score import score_items
+
+    name = pl.lit(unit.task.name)
+    scores = score_items(loaded, unit.task.items, config, advance).with_columns(task=name) if unit.scores else None
+    gens = None
+    if unit.generations:
+        gens = generate_items(loaded, unit.generative_items, config, advance).with_columns(task=name)
+    return scores, gens
+
+
+def unknown_characters(tokenizer, texts: Sequence[str]) -> list[str]:
+    """Characters of `texts` the tokenizer can only encode as its unknown token, sorted (empty when it has none).
+
+    Texts are encoded whole first; only characters of a text whose encoding holds the unknown id are encoded alone.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not texts:
+        return []
+    texts = sorted(set(texts))
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    suspects = sorted({c for text, ids in zip(texts, encoded, strict=True) if unk in ids for c in text})
+    if not suspects:
+        return []
+    alone = tokenizer(suspects, add_special_tokens=False)["input_ids"]
+    return [c for c, ids in zip(suspects, alone, strict=True) if unk in ids]
+
+
+def _warn_unknown_characters(loaded, label: str, task: Task) -> None:
+    texts = [t for it in task.items for t in (it.context, *it.continuations)]
+    chars = unknown_characters(loaded.tokenizer, texts)
+    if chars:
+        shown = "".join(chars[:40]) + ("..." if len(chars) > 40 else "")
+        log.warning("%s: its tokenizer has no token for %d character(s) of task %s and reads them as %s: %r; "
+                    "texts that differ only there score the same", label, len(chars), task.name,
+                    getattr(loaded.tokenizer, "unk_token", "<unk>"), shown)
+
+
+def _rows(table: pl.DataFrame | None, label: str, task: str) -> pl.DataFrame | None:
+    if table is None:
         return None
-    frame = pl.read_parquet(path)
-    return validate(frame, {**schema, **PROVENANCE}, f"{path} ({table})")
+    rows = table.filter((pl.col("model") == label) & (pl.col("task") == task))
+    return None if rows.is_empty() else rows
 
 
-def _expected_keys(tasks: Sequence[Task]) -> pl.DataFrame:
-    """(task, item_id, choice) of every row a complete model contributes to the score table."""
-    return pl.DataFrame(
-        [(t.name, it.item_id, c) for t in tasks for it in t.items for c in range(len(it.continuations))],
-        schema={"task": pl.String, "item_id": pl.String, "choice": pl.Int32},
-        orient="row",
-    )
+def _stale_reason(rows: pl.DataFrame | None, fingerprint: str | None, digest: str,
+                  expected: pl.DataFrame) -> str | None:
+    """Why the folder's rows of a unit cannot be reused ("" when there are none), or None when they can."""
+    if rows is None:
+        return ""
+    if rows["model_fingerprint"][0] != fingerprint:
+        return f"the checkpoint differs from the one scored earlier (model_fingerprint {rows['model_fingerprint'][0]})"
+    if rows["task_hash"][0] != digest:
+        return f"the task file changed since it was scored (task_hash {rows['task_hash'][0]} → {digest})"
+    keys = expected.columns
+    if rows.height != expected.height or not expected.join(rows.select(keys), on=keys, how="anti").is_empty():
+        return "its earlier results are incomplete"
+    return None
 
 
-def _is_complete(existing: pl.DataFrame | None, label: str, fingerprint: str, expected: pl.DataFrame) -> bool:
-    if existing is None:
-        return False
-    rows = existing.filter(pl.col("model") == label)
-    if rows.is_empty():
-        return False
-    configs = rows["score_config"].unique().to_list()
-    if configs != [fingerprint]:
-        raise ValueError(
-            f"{label}: the output folder already holds its scores under other settings ({configs[0]}); "
-            f"now asked for {fingerprint}. Use another --out folder, or delete the old tables first."
+class Run:
+    """A checked, locked, planned run; `execute` does the work. Built by `open_run`."""
+
+    def __init__(self, out_dir: Path, models: Sequence[ResolvedModel], tasks: Sequence[Task],
+                 hashes: Sequence[str], config: ScoreConfig, dtype: str, generate: bool,
+                 scores: pl.DataFrame | None, gens: pl.DataFrame | None) -> None:
+        self.out_dir, self.models, self.tasks, self.hashes = out_dir, tuple(models), tuple(tasks), tuple(hashes)
+        self.config, self.dtype, self.generate = config, dtype, generate
+        self.scores, self.gens = scores, gens
+        self.scores_settings = config.settings(dtype, generation=False)
+        self.gens_settings = config.settings(dtype, generation=True)
+        self.labels = {m.label for m in self.models}
+        self.task_names = {t.name for t in self.tasks}
+        self._expected = {t.name: self._keys(t) for t in self.tasks}
+
+    # ------------------------------------------------------------------------------------------------ planning
+
+    @staticmethod
+    def _keys(task: Task) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(item_id, choice) of the task's score rows; item_id of its generation rows."""
+        scores = pl.DataFrame(
+            [(it.item_id, c) for it in task.items for c in range(len(it.continuations))],
+            schema={"item_id": pl.String, "choice": pl.Int32}, orient="row",
         )
-    have = rows.select("task", "item_id", "choice")
-    return expected.join(have, on=["task", "item_id", "choice"], how="anti").is_empty()
+        gens = pl.DataFrame({"item_id": [it.item_id for it in task.items if it.kind == "generative"]},
+                            schema={"item_id": pl.String})
+        return scores, gens
+
+    def _generates(self, task: Task) -> bool:
+        return self.generate and any(it.kind == "generative" for it in task.items)
+
+    def units(self, model: ResolvedModel, fingerprint: str | None) -> list[Unit]:
+        """Every (model, task) unit of this run, with what must be computed and why."""
+        units = []
+        for task, digest in zip(self.tasks, self.hashes, strict=True):
+            score_keys, gen_keys = self._expected[task.name]
+            why_scores = _stale_reason(_rows(self.scores, model.label, task.name), fingerprint, digest, score_keys)
+            why_gens = _stale_reason(_rows(self.gens, model.label, task.name), fingerprint, digest, gen_keys)
+            generations = self._generates(task) and why_gens is not None
+            reason = why_scores or (why_gens if generations else None) or None
+            units.append(Unit(model, task, digest, why_scores is not None, generations, reason,
+                              stale_scores=bool(why_scores), stale_generations=bool(why_gens)))
+        return units
+
+    def check_settings(self) -> None:
+        """The folder keeps one set of number-changing settings per table: other settings are refused."""
+        checks = [(self.scores, SCORES_FILE, self.scores_settings)]
+        if any(self._generates(t) for t in self.tasks):
+            checks.append((self.gens, GENERATIONS_FILE, self.gens_settings))
+        for table, name, wanted in checks:
+            if table is not None and table.height and table["score_config"][0] != wanted:
+                diff = settings_difference(table["score_config"][0], wanted)
+                raise FolderError(f"{self.out_dir / name}: scored earlier with other settings (folder vs now: "
+                                  f"{diff}); rerun with the folder's options, or {MIX_FIX}")
+
+    def _held(self) -> pl.DataFrame:
+        parts = [t.select("model", "task", "model_fingerprint", "task_hash") for t in (self.scores, self.gens)
+                 if t is not None]
+        return pl.concat(parts) if parts else pl.DataFrame(schema={c: pl.String for c in
+                                                                   ("model", "task", "model_fingerprint", "task_hash")})
+
+    def check_tasks_unmixed(self) -> None:
+        """A task this run scores anew must not stay in another version for models the run does not name."""
+        held = self._held()
+        for task, digest in zip(self.tasks, self.hashes, strict=True):
+            others = held.filter((pl.col("task") == task.name) & (pl.col("task_hash") != digest)
+                                 & ~pl.col("model").is_in(list(self.labels)))
+            if others.height:
+                models = sorted(others["model"].unique().to_list())
+                raise FolderError(f"task {task.name}: {task.source} differs from the version scored in "
+                                  f"{self.out_dir} for model(s) {', '.join(models)}, which this run does not name; "
+                                  f"add them with --model to rescore them too, or {MIX_FIX}")
+
+    def check_checkpoint_unmixed(self, label: str, fingerprint: str | None) -> None:
+        """A model this run scores from another checkpoint must not keep the old checkpoint's other tasks."""
+        if fingerprint is None:
+            return
+        held = self._held()
+        others = held.filter((pl.col("model") == label) & (pl.col("model_fingerprint") != fingerprint)
+                             & ~pl.col("task").is_in(list(self.task_names)))
+        if others.height:
+            tasks = sorted(others["task"].unique().to_list())
+            raise FolderError(f"model {label}: the folder holds its results for task(s) {', '.join(tasks)} from "
+                              f"another checkpoint (model_fingerprint {others['model_fingerprint'][0]}, now "
+                              f"{fingerprint}), which this run does not name; add them with --task to rescore "
+                              f"them too, or {MIX_FIX}")
+
+    def check(self) -> None:
+        """Refuse, before any work, every run that would leave the folder holding a mix."""
+        self.check_settings()
+        self.check_tasks_unmixed()
+        for model in self.models:
+            self.check_checkpoint_unmixed(model.label, model.fingerprint)
+        for model in self.models:
+            for unit in self.units(model, model.fingerprint):
+                if unit.reason and model.fingerprint is not None:
+                    log.warning("%s × %s: rescoring: %s", model.label, unit.task.name, unit.reason)
+
+    def new_bytes(self) -> int:
+        """An estimate of the bytes this run adds to the tables (preflight.estimate_unit_bytes)."""
+        return sum(estimate_unit_bytes(u.task, self.config, scores=u.scores, generations=u.generations)
+                   for m in self.models for u in self.units(m, m.fingerprint))
+
+    # ------------------------------------------------------------------------------------------------ work
+
+    def execute(self, progress: ProgressFactory | None = None) -> RunResult:
+        """Score every unit still to do, one model at a time, rewriting both tables after each model."""
+        from logprob.model import load_model
+
+        plans = {m.label: self.units(m, m.fingerprint) for m in self.models}
+        self._retire([u for m in self.models if m.fingerprint is not None for u in plans[m.label]])
+        n_computed = n_reused = 0
+        for index, model in enumerate(self.models):
+            units = plans[model.label]
+            todo = [u for u in units if u.scores or u.generations]
+            n_requests = sum(u.n_requests for u in todo) if todo else sum(
+                sum(len(it.continuations) for it in u.task.items)
+                + (len(u.generative_items) if self._generates(u.task) else 0) for u in units)
+            info = ModelProgress(model.label, index, len(self.models), n_requests, skipped=not todo)
+            advance = progress(info) if progress else (lambda n: None)
+            if not todo:
+                log.info("%s: every task already scored in %s with this checkpoint and settings", model.label,
+                         self.out_dir)
+                n_reused += len(units)
+                continue
+            loaded = load_model(model.load_spec)
+            fingerprint = model.fingerprint
+            if fingerprint is None:  # a hub model that was not in the cache: fingerprint what was loaded
+                fingerprint = model_fingerprint(hub_snapshot(model.hub_id, model.spec.revision) or model.local_dir)
+                self.check_checkpoint_unmixed(model.label, fingerprint)
+                units = self.units(model, fingerprint)
+                todo = [u for u in units if u.scores or u.generations]
+                for unit in todo:
+                    if unit.reason:
+                        log.warning("%s × %s: rescoring: %s", model.label, unit.task.name, unit.reason)
+                self._retire(units)
+            n_reused += len(units) - len(todo)
+            n_computed += len(todo)
+            if todo:
+                self._run_model(loaded, model, fingerprint, todo, advance)
+            del loaded
+        scores = self.scores if self.scores is not None else pl.DataFrame(schema={**SCORES, **PROVENANCE})
+        gens = self.gens if self.gens is not None else pl.DataFrame(schema={**GENERATIONS, **PROVENANCE})
+        return RunResult(scores, gens, n_computed, n_reused)
+
+    def _retire(self, units: Sequence[Unit]) -> None:
+        """Remove the folder's rows of units that are not reused, before any new row is written, so that the folder
+        on disk never holds two versions of a model or task (a run killed at any moment leaves it consistent).
+        Generation rows go first: a model missing from the generation table is a consistent state."""
+        for table, flag, path in (("gens", "stale_generations", GENERATIONS_FILE),
+                                  ("scores", "stale_scores", SCORES_FILE)):
+            stale = [u for u in units if getattr(u, flag)]
+            if not stale:
+                continue
+            dropped = [f"{u.model.label} × {u.task.name}" for u in stale if table == "gens" and not u.generations]
+            if dropped:
+                log.warning("dropping generations of %s: made from an earlier checkpoint or task file, and not "
+                            "regenerated by this run (--no-generate)", ", ".join(dropped))
+            drop = pl.any_horizontal([(pl.col("model") == u.model.label) & (pl.col("task") == u.task.name)
+                                      for u in stale])
+            frame = getattr(self, table).filter(~drop)
+            setattr(self, table, frame)
+            _write(frame, self.out_dir / path)
+
+    def _run_model(self, loaded, model: ResolvedModel, fingerprint: str, todo: list[Unit],
+                   advance: Callable[[int], None]) -> None:
+        base = {
+            "model": model.label,
+            "params": loaded.params,
+            "non_embedding_params": loaded.non_embedding_params,
+            "model_source": model.spec.name_or_path,
+            "revision": model.spec.revision,
+            "dtype": str(loaded.dtype).removeprefix("torch."),
+            "model_fingerprint": fingerprint,
+        }
+        new_scores, new_gens = [], []
+        for unit in todo:
+            _warn_unknown_characters(loaded, model.label, unit.task)
+            scores, gens = score_unit(loaded, unit, self.config, advance)
+            if scores is not None:
+                prov = {**base, "task_hash": unit.task_hash, "score_config": self.scores_settings}
+                new_scores.append(_with_provenance(scores, prov, SCORES))
+            if gens is not None:
+                prov = {**base, "task_hash": unit.task_hash, "score_config": self.gens_settings}
+                new_gens.append(_with_provenance(gens, prov, GENERATIONS))
+        # Scores first: until the generations follow, the model is only missing from the generation table.
+        if new_scores:
+            self.scores = _replace(self.scores, new_scores, model.label, [u.task.name for u in todo if u.scores])
+            _write(self.scores, self.out_dir / SCORES_FILE)
+        if new_gens:
+            done = [u.task.name for u in todo if u.generations]
+            self.gens = _replace(self.gens, new_gens, model.label, done, GENERATIONS)
+            _write(self.gens, self.out_dir / GENERATIONS_FILE)
 
 
-def check_unique_labels(specs: Sequence[ModelSpec]) -> None:
-    labels = [model_label(s) for s in specs]
-    dupes = sorted({x for x in labels if labels.count(x) > 1})
-    if dupes:
-        raise ValueError(f"--model: two models would share the name {dupes}; give each checkpoint a distinct directory")
+def _with_provenance(frame: pl.DataFrame, provenance: dict, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Add the model and provenance columns and put every column in schema order with schema dtypes."""
+    full = {**schema, **PROVENANCE}
+    frame = frame.with_columns(pl.lit(v).alias(k) for k, v in provenance.items())
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in full.items())
+
+
+def _replace(existing: pl.DataFrame | None, new: list[pl.DataFrame], label: str, tasks: list[str],
+             schema: dict[str, pl.DataType] = SCORES) -> pl.DataFrame:
+    """Every row as it was, except this model's rows of `tasks`, which are replaced by `new` (appended)."""
+    kept = [] if existing is None else [existing.filter(~((pl.col("model") == label) & pl.col("task").is_in(tasks)))]
+    parts = kept + new
+    return pl.concat(parts) if parts else pl.DataFrame(schema={**schema, **PROVENANCE})
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
+    """write_parquet_atomic with a failure said in one line (the temporary file is already gone)."""
+    try:
+        write_parquet_atomic(frame, path)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        text = str(e)
+        if getattr(e, "errno", None) == errno.ENOSPC or "os error 28" in text or "No space left" in text:
+            raise OSError(errno.ENOSPC, f"{path}: the disk is full; the table is unchanged (models finished "
+                          "before are kept); free some space and rerun the same command to resume") from None
+        reason = (text.strip().splitlines() or [type(e).__name__])[0][:120]
+        raise OSError(f"{path}: could not be written ({reason}); the table is unchanged") from None
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporary tables of a run that was killed mid-write (write_parquet_atomic's `.NAME.tmp-PID`); safe to remove
+    under the lock, as no other run writes here."""
+    for name in (SCORES_FILE, GENERATIONS_FILE):
+        for tmp in out_dir.glob(f".{name}.tmp-*"):
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def open_run(specs: Sequence[ModelSpec], tasks: Sequence[Task], out_dir: Path, config: ScoreConfig = ScoreConfig(),
+             *, generate: bool = True, restart: bool = False) -> Iterator[Run]:
+    """Check everything (no model loaded), lock the folder, read and check its tables, plan: yields a `Run` whose
+    `execute` does the work while the lock is held. Every refusal is one line (ValueError)."""
+    out_dir = Path(out_dir)
+    checked = check_run(specs, tasks, out_dir, config, generate)
+    with FolderLock(out_dir):
+        _remove_leftovers(out_dir)
+        if restart:
+            for name in (SCORES_FILE, GENERATIONS_FILE):
+                if (out_dir / name).exists():
+                    log.warning("--restart: removing %s", out_dir / name)
+                    (out_dir / name).unlink()
+        scores = read_table(out_dir / SCORES_FILE, SCORES)
+        gens = read_table(out_dir / GENERATIONS_FILE, GENERATIONS)
+        check_provenance(scores, gens, out_dir)
+        run = Run(out_dir, checked.models, tasks, checked.task_hashes, config, checked.dtype, generate, scores, gens)
+        run.check()
+        check_free_space(out_dir, run.new_bytes())
+        yield run
 
 
 def score_models(
@@ -97,85 +415,15 @@ def score_models(
     config: ScoreConfig = ScoreConfig(),
     *,
     generate: bool = True,
+    restart: bool = False,
     progress: ProgressFactory | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Score every task with every model, writing `scores.parquet` / `generations.parquet` after each model.
+    """Score every task with every model into `out_dir` (`open_run`, then `Run.execute`); returns the folder's
+    score and generation tables as written.
 
-    Models are loaded one at a time (a 12B checkpoint and its neighbours never share memory). Returns both tables
-    as written. Generation runs only on generative items, and only when `generate` is set.
+    Models are loaded one at a time (a 12B checkpoint and its neighbours never share memory). Generation runs only
+    on generative items, and only when `generate` is set. `restart` discards the folder's tables first.
     """
-    # Imported here so that `scalelens report` and the metrics never pay for torch.
-    from logprob.generate import generate_items
-    from logprob.model import load_model
-    from logprob.score import score_items
-
-    check_unique_labels(specs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scores_path, gens_path = out_dir / SCORES_FILE, out_dir / GENERATIONS_FILE
-    scores = _read_existing(scores_path, SCORES, "scores")
-    gens = _read_existing(gens_path, GENERATIONS, "generations")
-    fingerprint = config.fingerprint()
-    expected = _expected_keys(tasks)
-    gen_items = {t.name: [it for it in t.items if it.kind == "generative"] for t in tasks}
-    n_gen = sum(len(v) for v in gen_items.values()) if generate else 0
-
-    for index, spec in enumerate(specs):
-        label = model_label(spec)
-        done = _is_complete(scores, label, fingerprint, expected) and (
-            n_gen == 0 or (gens is not None and gens.filter(pl.col("model") == label).height == n_gen)
-        )
-        info = ModelProgress(label, index, len(specs), expected.height + n_gen, skipped=done)
-        advance = progress(info) if progress else (lambda n: None)
-        if done:
-            log.info("%s: already scored in %s, skipping", label, out_dir)
-            continue
-
-        loaded = load_model(spec)
-        provenance = {
-            "model": label,
-            "params": loaded.params,
-            "non_embedding_params": loaded.non_embedding_params,
-            "model_source": spec.name_or_path,
-            "revision": spec.revision,
-            "dtype": str(loaded.dtype).removeprefix("torch."),
-            "score_config": fingerprint,
-        }
-        model_scores = pl.concat(
-            [score_items(loaded, t.items, config, advance).with_columns(task=pl.lit(t.name)) for t in tasks]
-        )
-        model_scores = _with_provenance(model_scores, provenance, SCORES)
-        scores = _replace_model_rows(scores, model_scores, label)
-        write_parquet_atomic(scores, scores_path)
-
-        if n_gen:
-            model_gens = pl.concat(
-                [
-                    generate_items(loaded, items, config, advance).with_columns(task=pl.lit(name))
-                    for name, items in gen_items.items()
-                    if items
-                ]
-            )
-            model_gens = _with_provenance(model_gens, provenance, GENERATIONS)
-            gens = _replace_model_rows(gens, model_gens, label)
-            write_parquet_atomic(gens, gens_path)
-        del loaded
-
-    if scores is None:  # no model and no task rows: nothing was scored
-        scores = pl.DataFrame(schema={**SCORES, **PROVENANCE})
-    if gens is None:
-        gens = pl.DataFrame(schema={**GENERATIONS, **PROVENANCE})
-    return scores, gens
-
-
-def _with_provenance(frame: pl.DataFrame, provenance: dict, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Add the model and settings columns and put every column in schema order with schema dtypes."""
-    full = {**schema, **PROVENANCE}
-    frame = frame.with_columns(pl.lit(v).alias(k) for k, v in provenance.items())
-    return frame.select(pl.col(name).cast(dtype) for name, dtype in full.items())
-
-
-def _replace_model_rows(existing: pl.DataFrame | None, new: pl.DataFrame, label: str) -> pl.DataFrame:
-    """All other models' rows as they were, this model's rows replaced (a partial earlier attempt is dropped)."""
-    if existing is None:
-        return new
-    return pl.concat([existing.filter(pl.col("model") != label), new])
+    with open_run(specs, tasks, out_dir, config, generate=generate, restart=restart) as run:
+        result = run.execute(progress)
+    return result.scores, result.generations

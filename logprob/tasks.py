@@ -479,6 +479,6 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise TaskError(f"{path}: not a regular file")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte order mark, if any, is not part of the text
     except UnicodeDecodeError as e:
         raise TaskError(f"{path}: not UTF-8 text (byte {e.start})") from None

@@ -23,8 +23,9 @@ from metrics.compare import compare
 from metrics.curves import Curves, add_corpus_metric, item_curves
 from metrics.emergence import emergence_from_curves
 from metrics.fits import fit_table
+from metrics.folder import read_run_folder
 from metrics.registry import CONTINUOUS, MetricInfo
-from metrics.schema import GENERATIONS, GENERATIONS_FILE, SCORES, SCORES_FILE, validate, write_parquet_atomic
+from metrics.schema import GENERATIONS, SCORES, validate, write_parquet_atomic
 from metrics.slices import DEFAULT_SLICES, difficulty_slices, slice_table
 from metrics.text import (
     BleuConfig,
@@ -144,12 +145,7 @@ def analyse_folder(
 ) -> Analysis:
     """`analyse` on a folder written by `scalelens score`; writes every table (and PNG figures under `figures/`)
     beside the scores."""
-    scores_path = folder / SCORES_FILE
-    if not scores_path.exists():
-        raise FileNotFoundError(f"{scores_path}: no score table here; run `scalelens score ... --out {folder}` first")
-    scores = pl.read_parquet(scores_path)
-    gens_path = folder / GENERATIONS_FILE
-    generations = pl.read_parquet(gens_path) if gens_path.exists() else None
+    scores, generations = read_run_folder(folder)  # one-line errors for missing, corrupt or mixed tables
     result = analyse(
         scores,
         generations,

@@ -35,6 +35,18 @@ ITEM_KEYS: list[str] = [*RUN_COLUMNS, "item_id"]
 SCORES_FILE = "scores.parquet"
 GENERATIONS_FILE = "generations.parquet"
 
+#: Provenance columns `logprob.run` writes beside the SCORES / GENERATIONS columns: what each number depends on.
+#: A run reuses a (model, task) result only when model_fingerprint, task_hash and score_config all match, and
+#: `metrics.folder` refuses a folder where one model, one task or one table carries two values of them.
+PROVENANCE: dict[str, pl.DataType] = {
+    "model_source": pl.String,  # the --model value as given: hub id or local path
+    "revision": pl.String,  # hub revision asked for; null for the default branch and for local checkpoints
+    "dtype": pl.String,  # weights dtype as loaded
+    "model_fingerprint": pl.String,  # hash of the checkpoint's files (logprob/fingerprint.py)
+    "task_hash": pl.String,  # hash of the task's items exactly as scored (logprob/fingerprint.py)
+    "score_config": pl.String,  # JSON of every setting that can change this table's numbers, version included
+}
+
 #: scores.parquet: one row per (model, task, item, choice).
 SCORES: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
@@ -190,8 +202,23 @@ def per_model_columns(schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
     return {name: dtype for name, dtype in schema.items() if name not in RUN_COLUMNS}
 
 
+def temporary_path(path: Path) -> Path:
+    """The sibling `write_parquet_atomic` writes before the rename: hidden, and named by the writing process."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write to a sibling temporary file, then rename over `path`: readers see the old table or the new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    """Write to a sibling temporary file, then rename over `path`: readers see the old table or the new, never half.
+
+    The file is flushed to disk before the rename. On any failure or interruption (a full disk, Ctrl-C) the
+    temporary file is removed and `path` is left as it was.
+    """
+    tmp = temporary_path(path)
+    try:
+        frame.write_parquet(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

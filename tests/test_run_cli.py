@@ -125,23 +125,29 @@ def test_scores_match_a_plain_forward_pass(ladder, small_task, tmp_path):
 
 
 def test_resume_keeps_finished_models_and_skips_them(ladder, small_task, tmp_path, monkeypatch):
+    import logprob.model
+
     task = [load_task(small_task)]
     specs = [ModelSpec(m, device="cpu") for m in ladder]
-    broken = ModelSpec(str(tmp_path / "no-such-model"), device="cpu")
-    with pytest.raises(OSError):
-        run.score_models([specs[0], specs[1], broken], task, tmp_path, generate=False)
+    real_load = logprob.model.load_model
+
+    def crash_on_third(spec):  # a run that dies while loading its third model
+        if Path(spec.name_or_path) == Path(ladder[2]).resolve():
+            raise RuntimeError("out of memory")
+        return real_load(spec)
+
+    monkeypatch.setattr(logprob.model, "load_model", crash_on_third)
+    with pytest.raises(RuntimeError):
+        run.score_models(specs, task, tmp_path, generate=False)
     kept = pl.read_parquet(tmp_path / "scores.parquet")
     assert kept["model"].unique().sort().to_list() == sorted(Path(m).name for m in ladder[:2])
 
-    import logprob.model
-
     loaded_now = []
-    real_load = logprob.model.load_model
     monkeypatch.setattr(logprob.model, "load_model", lambda spec: loaded_now.append(spec) or real_load(spec))
     skipped = []
     run.score_models(specs, task, tmp_path, generate=False,
                      progress=lambda info: skipped.append((info.model, info.skipped)) or (lambda n: None))
-    assert [s.name_or_path for s in loaded_now] == [ladder[2]]  # only the missing model was computed
+    assert [Path(s.name_or_path) for s in loaded_now] == [Path(ladder[2]).resolve()]  # only the missing model
     assert [flag for _, flag in skipped] == [True, True, False]
     after = pl.read_parquet(tmp_path / "scores.parquet")
     for name in (Path(m).name for m in ladder[:2]):
