@@ -374,6 +374,9 @@ def test_corrupt_table_is_one_line_and_restart_repairs_it(name, tasks, tmp_path,
     assert code == 2 and f"{name}.parquet" in line and "truncated or corrupt" in line and "--restart" in line
     with pytest.raises(FolderError, match="truncated or corrupt"):
         read_run_folder(out)
+    assert main(["report", str(out), "--no-figures", "--bootstrap", "10"]) == 2  # report says the same, in one line
+    line = error_line(capsys.readouterr().err)
+    assert f"{name}.parquet" in line and "truncated or corrupt" in line
 
     monkeypatch.setattr(logprob.model, "load_model", real_load)
     assert score(capsys, *args, "--restart")[0] == 0
