@@ -8,12 +8,14 @@ the table is drawn and its column is given at least that width, so a terminal ne
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Sequence
 
 import polars as pl
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from metrics.numbers import (
     format_breakthroughness,
@@ -25,6 +27,8 @@ from metrics.numbers import (
 
 #: Characters a column costs beyond its text in a rich table with a simple box: padding and the separator.
 COLUMN_OVERHEAD = 3
+#: Joins the bounds of an interval in the stacked layout, so a line is never broken inside "[low, high]".
+NBSP = "\u00a0"
 SHARP_STYLE = "magenta"
 SMOOTH_STYLE = "cyan"
 
@@ -57,11 +61,41 @@ def blocks(header: Sequence[str], rows: Sequence[Sequence[str]], n_keys: int, wi
     return out
 
 
+def _measure(header: Sequence[str], rows: Sequence[Sequence[str]], columns: Sequence[int]) -> int:
+    return sum(max(_width(header[j]), *(_width(r[j]) for r in rows)) + COLUMN_OVERHEAD for j in columns) + 1
+
+
+def stacked(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], styles: Sequence[str | None],
+            n_keys: int, width: int) -> Text:
+    """The same cells one per line, for a console too narrow for even one column beside the keys: each row's keys,
+    then '  column: cell' lines, wrapped at spaces only (a number is never split by the layout).
+
+    >>> print(stacked("t", ["metric", "model a"], [["em", "0.5 [0.4, 0.6]"]], [None], 1, 30).plain.replace(NBSP, " "))
+    t
+    em
+      model a: 0.5 [0.4, 0.6]
+    """
+    text = Text(title + "\n")
+    for row, style in zip(rows, styles, strict=True):
+        text.append(" ".join(" ".join(row[j].split()) for j in range(n_keys)) + "\n", style=style)
+        for j in range(n_keys, len(header)):
+            cell = re.sub(r"\[([^\]]*)\]", lambda m: "[" + m.group(1).replace(" ", NBSP) + "]", " ".join(row[j].split()))
+            line = f"{' '.join(header[j].split())}: {cell}"  # an interval stays on one line
+            text.append(textwrap.fill(line, width=max(width, 20), initial_indent="  ", subsequent_indent="    ",
+                                      break_long_words=False, break_on_hyphens=False) + "\n", style=style)
+    text.rstrip()
+    return text
+
+
 def render(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], styles: Sequence[str | None],
-           n_keys: int, width: int, right: Sequence[bool] | None = None) -> list[Table]:
-    """One rich Table per block of columns (see `blocks`); every column at least as wide as its widest cell."""
+           n_keys: int, width: int, right: Sequence[bool] | None = None) -> list[Table | Text]:
+    """One rich Table per block of columns (see `blocks`); every column at least as wide as its widest cell. When
+    even a single column beside the keys is wider than the console, the cells are listed one per line instead
+    (`stacked`), so no number is ever cropped."""
     right = right or [j >= n_keys for j in range(len(header))]
     parts = blocks(header, rows, n_keys, width)
+    if rows and any(_measure(header, rows, columns) > width for columns in parts):
+        return [stacked(title, header, rows, styles, n_keys, width)]
     tables = []
     for k, columns in enumerate(parts):
         suffix = f" ({k + 1}/{len(parts)})" if len(parts) > 1 else ""
@@ -80,7 +114,7 @@ def _style(kind: str) -> str:
     return SHARP_STYLE if kind == "sharp" else SMOOTH_STYLE
 
 
-def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table]:
+def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table | Text]:
     """Metrics (rows, sharp first) × models (columns, by size): mean over its 95% interval."""
     rows = metrics.filter(pl.col("task") == task)
     models = rows.select("model", "non_embedding_params").unique().sort("non_embedding_params", "model")
@@ -124,7 +158,7 @@ def _fit_cell(row: dict | None) -> str:
 
 
 def emergence_tables(emergence: pl.DataFrame, task: str, width: int, trends: pl.DataFrame | None = None,
-                     fits: pl.DataFrame | None = None) -> list[Table]:
+                     fits: pl.DataFrame | None = None) -> list[Table | Text]:
     """Per metric: L and B with intervals (B as a bound when resolution-limited), the largest-step share and
     whether it beats steady change with the curve's noise, the trend, and the best-fitting shape."""
     rows = emergence.filter(pl.col("task") == task).sort("kind", "largest_step_share", descending=[False, True],

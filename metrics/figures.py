@@ -20,6 +20,7 @@ import polars as pl
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.ticker import NullLocator
 
 from metrics.compare import CANNOT_TELL, COMPARISONS, METRIC, MODELS, NO_JUMP
 from metrics.fits import FITS, predict_shape
@@ -103,6 +104,10 @@ def _curve(ax: Axes, rows: pl.DataFrame, metric: str, color: str, label: str, li
     ax.plot(x, part["mean"].to_numpy(), color=color, marker="o", markersize=4, linestyle=linestyle, label=label,
             gid=f"{gid}:mean")
     ax.set_xscale("log")
+    positive = x[x > 0]
+    if positive.size and positive.max() >= 10 * positive.min():
+        # a decade or more: the labelled decades suffice, and minor log ticks are half of a large figure's drawing
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -440,5 +445,5 @@ def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as PNG at 150 dpi, cropped to its content; returns the path."""
     path = Path(path)
-    fig.savefig(path, format="png", dpi=150, bbox_inches="tight")
+    fig.savefig(path, format="png", dpi=150)
     return path
