@@ -121,6 +121,11 @@ def cmd_report(args) -> int:
     from metrics.schema import GENERATIONS_FILE
     from metrics.text import BleuConfig
 
+    if args.bootstrap < 1:
+        raise ValueError(f"--bootstrap: expected a positive number of resamples, got {args.bootstrap}")
+    if args.slices < 2:
+        raise ValueError(f"--slices: expected at least 2 difficulty slices, got {args.slices}")
+
     generations = Path(args.dir) / GENERATIONS_FILE
     if args.evaluate_module and not generations.exists():
         raise FileNotFoundError(
@@ -134,6 +139,7 @@ def cmd_report(args) -> int:
         seed=args.seed,
         figures=not args.no_figures,
         bleu=BleuConfig(tokenize=args.bleu_tokenize),
+        n_slices=args.slices,
         extra_modules=modules,
         extra_directions=directions,
     )
@@ -240,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="folder written by `scalelens score`")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--slices", type=int, default=3,
+                   help="difficulty slices: items cut into this many equal groups by difficulty (default 3)")
     p.add_argument("--no-figures", action="store_true", help="do not write PNG figures")
     p.add_argument(
         "--bleu-tokenize",

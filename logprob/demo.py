@@ -70,12 +70,15 @@ HEADLINE_SMOOTH = "logprob_target_per_token"
 
 
 def headline(analysis: Analysis, width: int = 100) -> str:
-    """Per task, the sharp metric with the largest B against the per-token log-prob of the same outputs: both B
-    with their intervals (a bound where resolution-limited), and the paired verdict with its interval."""
+    """Per task, the discontinuous metric with the largest B (else the sharp one) against the per-token log-prob of
+    the same outputs: both B with their intervals (a bound where resolution-limited), and the paired verdict with
+    its interval."""
     lines = []
     for task in analysis.emergence["task"].unique(maintain_order=True).to_list():
         rows = analysis.emergence.filter(pl.col("task") == task)
-        sharp = rows.filter(pl.col("kind") == "sharp").sort("breakthroughness", descending=True, nulls_last=True)
+        # the all-or-nothing metrics first (exact match, grades): the headline is about their jump
+        sharp = rows.filter(pl.col("kind") == "sharp").sort(
+            pl.col("taxonomy") != "discontinuous", pl.col("breakthroughness"), descending=[False, True], nulls_last=True)
         smooth = rows.filter(pl.col("metric") == HEADLINE_SMOOTH)
         if sharp.is_empty() or smooth.is_empty():
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -12,8 +13,11 @@ from logprob.demo import demo_tasks, ladder_specs, run_demo
 from logprob.ladder import ADDITION_GEN_TASK, load_manifest
 from logprob.run import score_models
 from logprob.tasks import load_jsonl
+from metrics.analysis import analyse
+from metrics.bootstrap import BootstrapConfig
 from metrics.choice import choice_metrics
-from metrics.schema import EMERGENCE, METRICS, validate
+from metrics.numbers import format_breakthroughness, format_interval, format_sig
+from metrics.schema import EMERGENCE, METRICS, PROVENANCE, validate
 
 
 def test_demo_reduced_writes_tables_figures_and_summary(tmp_path):
@@ -65,3 +69,20 @@ def test_scalelens_reproduces_the_ladder_manifest(tmp_path):
              "logprob_target_per_token": "token_logprob"}[metric]
         ]
         assert math.isclose(value, expected, abs_tol=1e-4), (model, metric, value, expected)
+
+    # The README's demo claims, recomputed from these scores with the demo's bootstrap (1,000 resamples, seed 0):
+    # exact_match_greedy equals the generated exact match on this ladder (table in the README), so its statistics
+    # are the ones quoted for exact match.
+    result = analyse(scores.drop(PROVENANCE), bootstrap=BootstrapConfig())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = {r["metric"]: r for r in result.emergence.iter_rows(named=True)}
+    exact, smooth = rows["exact_match_greedy"], rows["logprob_target_per_token"]
+    assert exact["breakthroughness"] == pytest.approx(400.0) and exact["resolution_limited"] is True
+    assert f"**B ≥ {exact['breakthroughness_bound']:.0f}**" in readme
+    quoted = f"B = {format_breakthroughness(smooth)}"
+    assert not smooth["resolution_limited"] and quoted in readme, quoted
+    pair = result.comparisons.filter((pl.col("sharp_metric") == "exact_match_greedy")
+                                     & (pl.col("smooth_metric") == "logprob_target_per_token")).row(0, named=True)
+    quoted = (f"paired difference is {format_sig(pair['share_difference'], 2)} "
+              f"{format_interval(pair['share_difference_ci_low'], pair['share_difference_ci_high'], 2)}")
+    assert pair["verdict"] == "the models change too" and quoted in readme, quoted
