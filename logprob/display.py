@@ -121,8 +121,9 @@ def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table | 
     header = ["metric", *(f"{m}\n{format_count(n)}" for m, n in models.iter_rows())]
     cells = {(r["metric"], r["model"]): r for r in rows.iter_rows(named=True)}
     body, styles = [], []
-    for metric, kind, direction in rows.select("metric", "kind", "direction").unique().sort("kind", "metric").iter_rows():
-        line = [f"{metric} {'↑' if direction == 'higher' else '↓'}\n  {kind}"]
+    described = rows.select("metric", "kind", "taxonomy", "direction").unique().sort("kind", "taxonomy", "metric")
+    for metric, kind, taxonomy, direction in described.iter_rows():
+        line = [f"{metric} {'↑' if direction == 'higher' else '↓'}\n  {kind}, {taxonomy}"]
         for model, _ in models.iter_rows():
             r = cells.get((metric, model))
             line.append("" if r is None else f"{format_sig(r['mean'])}\n"
@@ -176,7 +177,7 @@ def emergence_tables(emergence: pl.DataFrame, task: str, width: int, trends: pl.
             share += "\n" + ("> " if r["concentrated"] else "≤ ") + \
                 f"steady {format_sig(r['steady_share_threshold'], 2)}"
         step = f"\nat {r['largest_step_from']} → {r['largest_step_to']}" if r["largest_step_from"] else ""
-        body.append([f"{r['metric']}\n  {r['kind']}", format_with_interval(r, "linearity"),
+        body.append([f"{r['metric']}\n  {r['kind']}, {r['taxonomy']}", format_with_interval(r, "linearity"),
                      format_breakthroughness(r).replace(" (resolution-limited)", " ‡"), share + step,
                      _trend_cell(trend.get(r["metric"])), _fit_cell(best.get(r["metric"]))])
         styles.append(_style(r["kind"]))
