@@ -44,7 +44,7 @@ import polars as pl
 from metrics import indices
 from metrics.bootstrap import percentile_interval
 from metrics.curves import Curves
-from metrics.emergence import _log_scale, steady_threshold
+from metrics.emergence import steady_threshold
 from metrics.registry import SHARP, SMOOTH
 from metrics.trends import spearman
 
@@ -166,7 +166,7 @@ def compare(curves: Sequence[Curves]) -> pl.DataFrame:
                 shares = indices.largest_step_share(rep[pair][:, :, keep])  # (2, B)
                 diff = shares[0] - shares[1]  # (B,) paired differences
                 low, high = percentile_interval(np.vstack([shares, diff[None]]).T, confidence)  # (3,), (3,)
-                t = _log_scale(c.x[keep])
+                t = indices.log_scale(c.x[keep])
                 finite = bool(np.isfinite(t).all()) and keep.sum() >= indices.MIN_MODELS
                 steady = indices.steady_share(t) if finite else float("nan")
                 threshold = steady_threshold(oriented[pair][:, keep], rep[pair][:, :, keep], t, confidence) \

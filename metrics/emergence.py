@@ -63,11 +63,6 @@ def resolution_signature(confidence: float) -> str:
     return f"res:max(granularity,median step SE)|z:{norm.ppf(0.5 + confidence / 2):.2f}"
 
 
-def _log_scale(x: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
-
-
 def steady_threshold(point: np.ndarray, replicates: np.ndarray, t: np.ndarray, confidence: float) -> np.ndarray:
     """How large a largest-step share steady change would show with this curve's own noise: (m,) thresholds.
 
@@ -101,7 +96,7 @@ def curve_indices(point: np.ndarray, replicates: np.ndarray | None, granularity:
         point = np.full((m, 1), np.nan)  # no defined model: every index undefined
     out: dict[str, np.ndarray] = {name: f(point) for name, f in zip(_INDEX_NAMES, _INDEX_FUNCS, strict=True)}
     out["median_step"] = indices.median_step(point) if n >= 2 else np.full(m, np.nan)
-    t = _log_scale(x)
+    t = indices.log_scale(x)
     out["steady_share"] = np.full(m, indices.steady_share(t) if np.isfinite(t).all() else np.nan)
     for name in _INDEX_NAMES:
         out[f"{name}_ci_low"] = np.full(m, np.nan)

@@ -110,3 +110,13 @@ def steady_share(t: np.ndarray) -> float:
     if t.size < MIN_MODELS or t[-1] == t[0]:
         return float("nan")
     return float(np.max(np.diff(t)) / (t[-1] - t[0]))
+
+
+def log_scale(x: np.ndarray) -> np.ndarray:
+    """t = log10(x), NaN where x ≤ 0 (a step-0 checkpoint has no place on a log axis).
+
+    >>> log_scale(np.array([1e3, 0.0, 1e6])).tolist()
+    [3.0, nan, 6.0]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)

@@ -38,9 +38,9 @@ import polars as pl
 from scipy.stats import rankdata
 from scipy.stats import t as student_t
 
+from metrics import indices
 from metrics.bootstrap import percentile_interval
 from metrics.curves import Curves
-from metrics.emergence import _log_scale
 
 RISING = "rising"
 FALLING = "falling"
@@ -152,7 +152,7 @@ def _rows_for(c: Curves, item_summary: pl.DataFrame) -> list[dict]:
     rows = []
     for group, keep in c.defined_groups():
         n = int(keep.sum())
-        t = _log_scale(c.x[keep])
+        t = indices.log_scale(c.x[keep])
         y, yr = oriented[group][:, keep], rep[group][:, :, keep]  # (m, n), (m, B, n)
         m = len(group)
         nan = np.full(m, np.nan)
