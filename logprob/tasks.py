@@ -154,13 +154,26 @@ def _strings(value: Any, name: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: The formulation of a task as written (no template, exemplars or trigger): logprob/formulations.py.
+DEFAULT_FORMULATION = "default"
+
+
 @dataclass(frozen=True)
 class Task:
-    """A named, ordered set of items with unique ids; `source` says where it was read from."""
+    """A named, ordered set of items with unique ids; `source` says where it was read from.
+
+    `formulation` names how the items were posed (logprob/formulations.py; "default": as written). A chain-of-thought
+    formulation also sets how its generative items are answered: `answer_regex` (the final answer is its first
+    group in the generation), `max_new_tokens` and `stop_sequences` (None: the run's settings).
+    """
 
     name: str
     items: tuple[Item, ...]
     source: str = "<python>"
+    formulation: str = DEFAULT_FORMULATION
+    answer_regex: str | None = None
+    max_new_tokens: int | None = None
+    stop_sequences: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
