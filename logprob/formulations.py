@@ -37,7 +37,6 @@ import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Formatter
-from typing import Any
 
 import numpy as np
 
