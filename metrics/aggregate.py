@@ -22,8 +22,10 @@ from metrics.curves import Curves, add_corpus_metric, item_curves, item_skeleton
 from metrics.registry import MetricInfo
 from metrics.schema import METRICS, MODEL_COLUMNS, validate
 
-#: METRICS plus the settings string that travels with the numbers.
-METRICS_TABLE: dict[str, pl.DataType] = {**METRICS, "signature": pl.String}
+#: METRICS plus the model's place on the scale axis (`x`, in the axis `x_axis` whose unit is `x_unit`, "" when
+#: unknown) and the settings string that travels with the numbers.
+METRICS_TABLE: dict[str, pl.DataType] = {**METRICS, "x": pl.Float64, "x_axis": pl.String, "x_unit": pl.String,
+                                         "signature": pl.String}
 
 _GROUP = [*MODEL_COLUMNS, "task"]
 
@@ -55,9 +57,12 @@ def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
             "ci_low": low,
             "ci_high": high,
             "n_items": c.n_items.reshape(-1),
+            "x": np.tile(c.x, M),
+            "x_axis": [c.x_name] * (M * n),
+            "x_unit": [c.x_unit] * (M * n),
             "signature": [_signature(sig, c.bootstrap) for sig in c.signatures for _ in range(n)],
         }, schema_overrides={**MODEL_COLUMNS, "mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-                             "n_items": pl.Int64}))
+                             "n_items": pl.Int64, "x": pl.Float64}))
     if not parts:
         return pl.DataFrame(schema=METRICS_TABLE)
     out = pl.concat(parts).with_columns(pl.col("mean", "ci_low", "ci_high").fill_nan(None))
