@@ -34,6 +34,11 @@ def _signature(metric_signature: str, bootstrap: BootstrapConfig) -> str:
     return "|".join(s for s in (metric_signature, bootstrap.signature()) if s)
 
 
+def _counts(values: np.ndarray) -> pl.Series:
+    """Parameter counts as Int64, null where unknown (a count missing in the input is NaN in a Curves array)."""
+    return pl.Series(values.astype(np.float64), dtype=pl.Float64, nan_to_null=True).cast(pl.Int64)
+
+
 def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
     """METRICS_TABLE rows of every (model, metric) of every `Curves`: point mean, percentile interval of the
     replicates, defined items. A model whose metric is undefined on every item gets null mean and interval."""
@@ -46,8 +51,8 @@ def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
         low, high = percentile_interval(flat, c.bootstrap.confidence)  # (M·n,), (M·n,)
         parts.append(pl.DataFrame({
             "model": np.tile(np.array(c.models, dtype=object), M).tolist(),
-            "params": np.tile(c.params, M),
-            "non_embedding_params": np.tile(c.non_embedding_params, M),
+            "params": _counts(np.tile(c.params, M)),
+            "non_embedding_params": _counts(np.tile(c.non_embedding_params, M)),
             "task": [c.task] * (M * n),
             "metric": np.repeat(np.array(c.metrics, dtype=object), n).tolist(),
             "taxonomy": [i.taxonomy for i in c.info for _ in range(n)],
