@@ -26,7 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
-from metrics.analysis import Analysis, analyse_curves, write_analysis
+from metrics.analysis import Analysis, analyse_curves, write_analysis, write_figures
 from metrics.bootstrap import BootstrapConfig
 from metrics.choice import PER_TOKEN_METRICS, choice_metrics
 from metrics.curves import add_corpus_metric, axis_unit, item_curves, mean_curves
@@ -416,8 +416,11 @@ def check_out(out: Path) -> None:
 
 def write(result: Analysis, inputs: Inputs, out: Path, *, figures: bool = True) -> Analysis:
     """Stage 3: every table of the analysis and of the inputs (atomically), and the figures."""
-    result = write_analysis(result, out, figures=figures)
+    result = write_analysis(result, out, figures=False)
     written = list(result.written)
+    if figures:  # a metric with no mean for any model (unavailable) gets a row in the tables but no empty panel
+        drawn = result.metrics.filter(pl.col("mean").is_not_null().any().over("task", "metric"))
+        written.extend(write_figures(replace(result, metrics=drawn), out / "figures"))
     models = inputs.models.with_columns(pl.col(inputs.x).cast(pl.Float64).alias("x"), pl.lit(inputs.x).alias("x_axis"),
                                         pl.lit(axis_unit(inputs.x)).alias("x_unit"))
     for frame, name in ((inputs.scores, SCORES_FILE), (inputs.generations, GENERATIONS_FILE),
