@@ -9,6 +9,7 @@ sample line.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -187,3 +188,23 @@ def test_generate_until_samples_give_text_metrics_and_no_token_distance(tmp_path
     assert means[("org/small", "token_edit_distance")] is None
     assert any("unavailable without token ids: token_edit_distance" in n for n in notes)
     assert means[("org/large", "chrf")] == pytest.approx(100.0)
+
+
+def test_a_local_config_json_completes_lm_evals_count_with_the_non_embedding_one(tmp_path):
+    """tiny-32x1 is a GPT-NeoX with hidden size 32, one layer, vocabulary 2048 (SOURCE.md). Counted from those
+    hyperparameters, 2·2048·32 embedding + 12·32² + 13·32 per layer + 2·32 final norm = 143,840 parameters, which
+    is lm-eval's own model_num_parameters; the non-embedding part, 12,768, comes from the config.json that lm-eval's
+    relative model path `models/tiny-32x1` names (here beside the results folder)."""
+    folder = tmp_path / "run"
+    shutil.copytree(FIXTURES / "tiny-32x1", folder / "tiny-32x1")
+    config = folder / "models" / "tiny-32x1" / "config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 2048,
+                                  "tie_word_embeddings": False}))
+    inputs = read_inputs([folder / "tiny-32x1"], QUICK)
+    row = inputs.models.row(0, named=True)
+    assert row["params"] == 143_840 == lm_eval_results("tiny-32x1")["config"]["model_num_parameters"]
+    assert row["non_embedding_params"] == 12 * 32**2 + 13 * 32 + 2 * 32 == 12_768
+    assert "lm-eval model_num_parameters" in row["size_source"]
+    assert inputs.x == "non_embedding_params"  # every model (the one) has a non-embedding count now
