@@ -102,6 +102,9 @@ def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table]:
         line = [f"{metric} {'↑' if direction == 'higher' else '↓'}\n  {kind}"]
         for model, _ in models.iter_rows():
             r = cells.get((metric, model))
+            if r is not None and r["mean"] is None and r["n_items"] == 0:
+                line.append("n/a\n(unavailable)")  # defined on no item: e.g. per-token metrics of lm-eval samples
+                continue
             line.append("" if r is None else f"{format_sig(r['mean'])}\n"
                         f"{format_interval(r['ci_low'], r['ci_high']) or '(no interval)'}")
         body.append(line)

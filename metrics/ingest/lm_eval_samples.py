@@ -148,8 +148,8 @@ def _gold(path: Path, line: int, target: Any, choices: list[str], delimiter: str
     return indices
 
 
-def _output_type(path: Path, line: int, requests: list[tuple[str, Any]], responses: list[Any]) -> str:
-    """lm-eval's output type, from the shape of one document's requests and responses."""
+def _output_type(requests: list[tuple[str, Any]]) -> str:
+    """lm-eval's output type, from the shape of one document's requests (when the results file does not say)."""
     if len(requests) == 1 and isinstance(requests[0][1], dict):
         return GENERATE_UNTIL
     if len(requests) == 1 and requests[0][1] is None:
@@ -188,7 +188,7 @@ def read_samples(path: Path, output_type: str | None = None, target_delimiter: s
             hashes[item] = doc["doc_hash"]
         requests = _requests(path, number, doc)
         responses = _responses(doc)
-        kind = kind or _output_type(path, number, requests, responses)
+        kind = kind or _output_type(requests)
         if kind == ROLLING:
             raise bad(path, "output_type", "loglikelihood_rolling (perplexity) samples hold no per-item scores; "
                       "analyse the results file instead")
