@@ -140,3 +140,19 @@ def test_one_model_at_several_steps_is_a_ladder_along_training(tmp_path):
         assert row["breakthroughness"] == pytest.approx(hand_indices([0.02, 0.10, 0.18455268775470599])[1])
         assert row["x_axis"] == axis
         assert result.metrics["x_axis"].unique().to_list() == [axis]
+
+
+def test_the_step_ladder_through_the_command_writes_the_axis_everywhere(tmp_path):
+    from logprob.cli import main
+
+    inputs = tmp_path / "evals"
+    inputs.mkdir()
+    for step, acc in ((0, 0.0), (1000, 0.02), (16000, 0.10), (143000, 0.18455268775470599)):
+        _checkpoint(inputs, step, acc)
+    out = tmp_path / "out"
+    assert main(["analyze", str(inputs), "--x", "step", "--out", str(out), "--bootstrap", "20", "--no-figures"]) == 0
+    models = pl.read_parquet(out / "models.parquet").sort("step")
+    assert models["step"].to_list() == [1000, 16000, 143000]  # step 0 left out
+    assert models["x"].to_list() == [1000.0, 16000.0, 143000.0] and set(models["x_unit"]) == {"steps"}
+    for name in ("metrics.parquet", "emergence.parquet"):
+        assert pl.read_parquet(out / name)["x_axis"].unique().to_list() == ["step"]

@@ -81,7 +81,7 @@ def scale_axis(models: pl.DataFrame, x: str, reverse: bool = False) -> tuple[pl.
     out = raw.filter(pl.col("_raw") > 0)
     if out.is_empty():
         raise InputError(f"--x {x}: no model has a value > 0 on this axis")
-    if name in PARAMETER_AXES:  # the count column itself is the axis (and stays an integer column)
+    if name in (*PARAMETER_AXES, "step"):  # the column itself is the axis (and stays an integer column)
         return out.drop("_raw"), name, notes
     out = out.with_columns((1.0 / pl.col("_raw") if reverse else pl.col("_raw")).alias(name)).drop("_raw")
     return out, name, notes

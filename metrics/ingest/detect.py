@@ -24,8 +24,8 @@ RESULTS = "lm-eval results"
 SAMPLES = "lm-eval samples"
 TABLE = "table"
 KINDS = (RESULTS, SAMPLES, TABLE)
-#: Files larger than this are only sniffed by their first line (samples files can be large).
-_SNIFF_BYTES = 1 << 16
+#: The first line of a file is read up to this many bytes to tell its kind (a samples line holds a whole document).
+_LINE_LIMIT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,18 @@ def detect(path: Path) -> str | None:
     """The kind of input `path` holds (one of KINDS), or None when it is none of them."""
     try:
         with open(path, "rb") as f:
-            head = f.read(_SNIFF_BYTES)
+            head = f.read(4)
+            f.seek(0)
+            first_line = f.readline(_LINE_LIMIT)
     except OSError as e:
         raise bad(path, "file", f"cannot be read ({e.strerror or e})") from None
-    if head.startswith(b"PAR1"):
+    if head == b"PAR1":
         return TABLE
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    stripped = text.lstrip()
+    text = first_line.decode("utf-8", errors="replace").lstrip("\ufeff")
+    stripped = text.strip()
     if stripped.startswith("{"):
-        first_line = stripped.split("\n", 1)[0]
         try:
-            if _is_sample(json.loads(first_line)):
+            if _is_sample(json.loads(stripped)):
                 return SAMPLES
         except json.JSONDecodeError:
             pass
@@ -64,13 +65,12 @@ def detect(path: Path) -> str | None:
         if isinstance(whole, dict) and isinstance(whole.get("results"), dict):
             return RESULTS
         return None
-    if "\n" in text or len(head) < _SNIFF_BYTES:
-        try:
-            header = next(csv.reader([text.split("\n", 1)[0]]))
-        except (csv.Error, StopIteration):
-            return None
-        if "model" in [h.strip() for h in header] and len(header) > 1:
-            return TABLE
+    try:
+        header = next(csv.reader([stripped]))
+    except (csv.Error, StopIteration):
+        return None
+    if "model" in [h.strip() for h in header] and len(header) > 1:
+        return TABLE
     return None
 
 

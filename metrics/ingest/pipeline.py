@@ -102,6 +102,7 @@ class Inputs:
 @dataclass
 class _Collected:
     results: dict[Path, ResultsFile] = field(default_factory=dict)
+    given: set[Path] = field(default_factory=set)  # results files that are inputs (not only read to name a model)
     samples: list[tuple[SamplesFile, ResultsFile]] = field(default_factory=list)
     tables: list[PlainTable] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
@@ -134,6 +135,7 @@ def _collect(paths: Sequence[Path]) -> _Collected:
     for f in found:
         if f.kind == detect.RESULTS:
             collected.results[f.path] = read_results(f.path)
+            collected.given.add(f.path)
     for f in found:
         if f.kind == detect.SAMPLES:
             task, timestamp = task_of(f.path)
@@ -215,6 +217,8 @@ def read_inputs(paths: Sequence[Path], config: AnalyzeConfig = AnalyzeConfig()) 
     agg_source: dict[tuple[str, str], Path] = {}
     agg_rows: list[dict] = []
     for path, results in collected.results.items():
+        if path not in collected.given:
+            continue  # read only to name the model of a samples file given alone
         model = None
         for task, entry in results.tasks.items():
             if (results.model.key, task) in item_source:
@@ -416,18 +420,19 @@ def check_out(out: Path) -> None:
 
 def write(result: Analysis, inputs: Inputs, out: Path, *, figures: bool = True) -> Analysis:
     """Stage 3: every table of the analysis and of the inputs (atomically), and the figures."""
+    models = inputs.models.with_columns(pl.col(inputs.x).cast(pl.Float64).alias("x"), pl.lit(inputs.x).alias("x_axis"),
+                                        pl.lit(axis_unit(inputs.x)).alias("x_unit"))
+    tables = [(frame, name) for frame, name in (
+        (inputs.scores, SCORES_FILE), (inputs.generations, GENERATIONS_FILE),
+        (validate(models, MODELS, "models").select(list(MODELS)), MODELS_FILE)) if frame.height]
     result = write_analysis(result, out, figures=False)
     written = list(result.written)
+    for frame, name in tables:
+        write_parquet_atomic(frame, out / name)
+        written.append(out / name)
     if figures:  # a metric with no mean for any model (unavailable) gets a row in the tables but no empty panel
         drawn = result.metrics.filter(pl.col("mean").is_not_null().any().over("task", "metric"))
         written.extend(write_figures(replace(result, metrics=drawn), out / "figures"))
-    models = inputs.models.with_columns(pl.col(inputs.x).cast(pl.Float64).alias("x"), pl.lit(inputs.x).alias("x_axis"),
-                                        pl.lit(axis_unit(inputs.x)).alias("x_unit"))
-    for frame, name in ((inputs.scores, SCORES_FILE), (inputs.generations, GENERATIONS_FILE),
-                        (validate(models, MODELS, "models").select(list(MODELS)), MODELS_FILE)):
-        if frame.height:
-            write_parquet_atomic(frame, out / name)
-            written.append(out / name)
     return replace(result, written=tuple(written))
 
 
