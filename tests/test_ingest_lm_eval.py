@@ -208,3 +208,30 @@ def test_a_local_config_json_completes_lm_evals_count_with_the_non_embedding_one
     assert row["non_embedding_params"] == 12 * 32**2 + 13 * 32 + 2 * 32 == 12_768
     assert "lm-eval model_num_parameters" in row["size_source"]
     assert inputs.x == "non_embedding_params"  # every model (the one) has a non-embedding count now
+
+
+def test_loglikelihood_samples_are_generative_items_whose_greedy_flag_is_lm_evals_acc(tmp_path):
+    """A loglikelihood task (LAMBADA-like: one continuation per document) in lm-eval 0.4's layout, written here.
+    lm-eval's acc there is is_greedy, so exact_match_greedy must equal the mean of the flags; logprob_target is the
+    log-likelihood itself."""
+    responses = {"org/a": [("-3.5", "False"), ("-0.25", "True")], "org/b": [("-1.0", "True"), ("-0.5", "True")],
+                 "org/c": [("-0.2", "True"), ("-0.1", "True")]}
+    for k, (model, rows) in enumerate(responses.items()):
+        folder = tmp_path / model.replace("/", "__")
+        folder.mkdir()
+        stamp = f"2026-11-29T10-00-0{k}.000000"
+        with open(folder / f"samples_toy_ll_{stamp}.jsonl", "w") as f:
+            for doc, (ll, greedy) in enumerate(rows):
+                f.write(json.dumps({"doc_id": doc, "target": " word", "arguments": {
+                    "gen_args_0": {"arg_0": f"text {doc}", "arg_1": " word"}}, "resps": [[[ll, greedy]]],
+                    "filtered_resps": [[ll, greedy]], "acc": float(greedy == "True")}) + "\n")
+        (folder / f"results_{stamp}.json").write_text(json.dumps({
+            "results": {"toy_ll": {"acc,none": 0.0}}, "configs": {"toy_ll": {"output_type": "loglikelihood"}},
+            "model_name": model, "config": {"model_args": {"pretrained": model}, "model_num_parameters": 10 ** (k + 3)},
+        }))
+    inputs = read_inputs([tmp_path], QUICK)
+    result, _ = analyze(inputs, QUICK)
+    means = {(r["model"], r["metric"]): r["mean"] for r in result.metrics.iter_rows(named=True)}
+    assert means[("org/a", "exact_match_greedy")] == 0.5 and means[("org/b", "exact_match_greedy")] == 1.0
+    assert means[("org/a", "logprob_target")] == pytest.approx((-3.5 - 0.25) / 2)
+    assert means[("org/a", "token_accuracy_pow_len")] is None  # per-token: unavailable
