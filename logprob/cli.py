@@ -147,6 +147,30 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from metrics.bootstrap import BootstrapConfig
+    from metrics.ingest import AnalyzeConfig, analyze_inputs
+    from metrics.ingest.directions import parse_directions
+    from metrics.text import BleuConfig
+
+    if not args.out.strip():
+        raise ValueError("--out: empty path; name the output folder")
+    config = AnalyzeConfig(
+        x=args.x, x_reverse=args.x_reverse, directions=parse_directions(args.direction),
+        above_chance=args.above_chance, sizes=Path(args.sizes) if args.sizes else None,
+        bootstrap=BootstrapConfig(n_resamples=args.bootstrap, seed=args.seed),
+        bleu=BleuConfig(tokenize=args.bleu_tokenize),
+    )
+    result, inputs, notes = analyze_inputs([Path(p) for p in args.inputs], Path(args.out), config,
+                                           figures=not args.no_figures)
+    for line in inputs.formats:
+        console.print(f"read {line}", highlight=False)
+    print_analysis(result)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False)
+    return 0
+
+
 def print_analysis(result) -> None:
     """Per task: the metric table, the emergence table with its notes, and the sharp-against-smooth verdicts; then
     where everything was written."""
@@ -263,6 +287,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local HF evaluate module script applied to each generation (repeatable); ':lower' if lower is better",
     )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("analyze", help="the same tables and figures as report, from results you already have: "
+                       "lm-eval output folders, samples or results files, CSV/parquet tables")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="lm-eval output folder, results_*.json (either layout), samples_*.jsonl, or a table")
+    p.add_argument("--out", required=True, help="output folder for the tables and figures")
+    p.add_argument("--sizes", default=None, metavar="FILE",
+                   help="CSV: model, params[, non_embedding_params, training_tokens, other per-model columns]")
+    p.add_argument("--x", default="auto", metavar="AXIS",
+                   help="scale axis: non_embedding_params, params, compute (6·N·D), tokens, step, or a numeric "
+                        "per-model column (default auto: non_embedding_params when known for every model, else params)")
+    p.add_argument("--x-reverse", action="store_true",
+                   help="the axis grows the other way (e.g. a loss): use 1/value")
+    p.add_argument("--direction", action="append", default=[], metavar="METRIC=lower",
+                   help="which way is better for a metric of a results file or table (repeatable)")
+    p.add_argument("--above-chance", action="store_true",
+                   help="also show accuracies above chance, (acc − 1/k)/(1 − 1/k), where the number of choices k is known")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--no-figures", action="store_true", help="do not write PNG figures")
+    p.add_argument("--bleu-tokenize", default="13a", choices=sorted(BLEU.TOKENIZERS),
+                   help="sacrebleu tokenizer for BLEU of generate_until samples (default 13a)")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="score the built-in ladder on its arithmetic tasks: tables, summary and figures")
     p.add_argument("--out", default="scalelens-demo", help="output folder (default ./scalelens-demo)")

@@ -114,11 +114,22 @@ def _style(kind: str) -> str:
     return SHARP_STYLE if kind == "sharp" else SMOOTH_STYLE
 
 
+def _axis_value(axis: str, value: float | None) -> str:
+    """A model's place on the scale axis, for a column header: a count with k/M/B/T, "step N", or the number."""
+    if axis == "step" and value is not None:
+        return f"step {int(value)}"
+    if axis in ("params", "non_embedding_params", "tokens", "compute"):
+        return format_count(value)
+    return format_sig(value)
+
+
 def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table | Text]:
     """Metrics (rows, sharp first) × models (columns, by size): mean over its 95% interval."""
     rows = metrics.filter(pl.col("task") == task)
-    models = rows.select("model", "non_embedding_params").unique().sort("non_embedding_params", "model")
-    header = ["metric", *(f"{m}\n{format_count(n)}" for m, n in models.iter_rows())]
+    x = "x" if "x" in rows.columns else "non_embedding_params"  # the table's scale axis
+    axis = rows["x_axis"][0] if "x_axis" in rows.columns and rows.height else "non_embedding_params"
+    models = rows.select("model", x).unique().sort(x, "model")
+    header = ["metric", *(f"{m}\n{_axis_value(axis, n)}" for m, n in models.iter_rows())]
     cells = {(r["metric"], r["model"]): r for r in rows.iter_rows(named=True)}
     body, styles = [], []
     described = rows.select("metric", "kind", "taxonomy", "direction").unique().sort("kind", "taxonomy", "metric")
@@ -126,6 +137,9 @@ def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table | 
         line = [f"{metric} {'↑' if direction == 'higher' else '↓'}\n  {kind}, {taxonomy}"]
         for model, _ in models.iter_rows():
             r = cells.get((metric, model))
+            if r is not None and r["mean"] is None and r["n_items"] == 0:
+                line.append("n/a\n(unavailable)")  # defined on no item: e.g. per-token metrics of lm-eval samples
+                continue
             line.append("" if r is None else f"{format_sig(r['mean'])}\n"
                         f"{format_interval(r['ci_low'], r['ci_high']) or '(no interval)'}")
         body.append(line)

@@ -22,14 +22,21 @@ from metrics.curves import Curves, add_corpus_metric, item_curves, item_skeleton
 from metrics.registry import MetricInfo
 from metrics.schema import METRICS, MODEL_COLUMNS, validate
 
-#: METRICS plus the settings string that travels with the numbers.
-METRICS_TABLE: dict[str, pl.DataType] = {**METRICS, "signature": pl.String}
+#: METRICS plus the model's place on the scale axis (`x`, in the axis `x_axis` whose unit is `x_unit`, "" when
+#: unknown) and the settings string that travels with the numbers.
+METRICS_TABLE: dict[str, pl.DataType] = {**METRICS, "x": pl.Float64, "x_axis": pl.String, "x_unit": pl.String,
+                                         "signature": pl.String}
 
 _GROUP = [*MODEL_COLUMNS, "task"]
 
 
 def _signature(metric_signature: str, bootstrap: BootstrapConfig) -> str:
     return "|".join(s for s in (metric_signature, bootstrap.signature()) if s)
+
+
+def _counts(values: np.ndarray) -> pl.Series:
+    """Parameter counts as Int64, null where unknown (a count missing in the input is NaN in a Curves array)."""
+    return pl.Series(values.astype(np.float64), dtype=pl.Float64, nan_to_null=True).cast(pl.Int64)
 
 
 def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
@@ -44,8 +51,8 @@ def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
         low, high = percentile_interval(flat, c.bootstrap.confidence)  # (M·n,), (M·n,)
         parts.append(pl.DataFrame({
             "model": np.tile(np.array(c.models, dtype=object), M).tolist(),
-            "params": np.tile(c.params, M),
-            "non_embedding_params": np.tile(c.non_embedding_params, M),
+            "params": _counts(np.tile(c.params, M)),
+            "non_embedding_params": _counts(np.tile(c.non_embedding_params, M)),
             "task": [c.task] * (M * n),
             "metric": np.repeat(np.array(c.metrics, dtype=object), n).tolist(),
             "taxonomy": [i.taxonomy for i in c.info for _ in range(n)],
@@ -55,9 +62,12 @@ def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
             "ci_low": low,
             "ci_high": high,
             "n_items": c.n_items.reshape(-1),
+            "x": np.tile(c.x, M),
+            "x_axis": [c.x_name] * (M * n),
+            "x_unit": [c.x_unit] * (M * n),
             "signature": [_signature(sig, c.bootstrap) for sig in c.signatures for _ in range(n)],
         }, schema_overrides={**MODEL_COLUMNS, "mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-                             "n_items": pl.Int64}))
+                             "n_items": pl.Int64, "x": pl.Float64}))
     if not parts:
         return pl.DataFrame(schema=METRICS_TABLE)
     out = pl.concat(parts).with_columns(pl.col("mean", "ci_low", "ci_high").fill_nan(None))

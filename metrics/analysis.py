@@ -75,7 +75,7 @@ def analyse_curves(curves: Sequence[Curves], item_metrics: pl.DataFrame | None =
         if parts:
             difficulty[c.task] = metric
             slice_curves.extend(parts)
-    metrics = metric_table(curves).sort("task", "non_embedding_params", "model", "metric")
+    metrics = metric_table(curves).sort("task", "x", "model", "metric")
     return Analysis(
         item_metrics=item_metrics if item_metrics is not None else pl.DataFrame(),
         metrics=metrics,

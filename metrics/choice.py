@@ -21,6 +21,12 @@ continuation's leading whitespace and the normaliser is `len(choice_text.lstrip(
 Whitespace that begins a choice itself cannot be told from a delimiter and is not counted either. When some choice of an item has no character
 left (empty or all whitespace), lm-eval would divide by zero; scalelens leaves acc_norm null for that item.
 
+Scores without per-token data (a table built from lm-evaluation-harness samples, which keep only each
+continuation's summed log-likelihood and is_greedy) leave `n_tokens`, `token_logprobs` and `token_ranks` null, all
+three together. The metrics that need them (`PER_TOKEN_METRICS`) are then null for that item: undefined, not 0, so a
+metric undefined on every item reaches the metric table with a null mean and interval and n_items 0. Every other
+metric needs only the summed log-probabilities, is_greedy and the choice texts.
+
 Graded items (BIG-bench `target_scores`, the score table's `target_score` column) also get `bigbench_grade`, the
 credit of the choice with the highest log-probability. BIG-bench's `multiple_choice_grade` breaks an exact tie in
 log-probability pseudorandomly: it hashes the bytes of the item's log-probability array (sha256) and takes that hash
@@ -63,6 +69,8 @@ GENERATIVE_METRICS: tuple[str, ...] = (
     "prob_reference",
     "token_accuracy_pow_len",
 )
+#: Metrics that need the per-token columns (n_tokens, token_logprobs, token_ranks); null where those are null.
+PER_TOKEN_METRICS: tuple[str, ...] = ("logprob_target_per_token", "per_token_accuracy", "token_accuracy_pow_len")
 #: Emitted only for items whose every choice has a `target_score`.
 GRADED_METRICS: tuple[str, ...] = ("bigbench_grade",)
 
@@ -77,9 +85,18 @@ def _check_scores(scores: pl.DataFrame) -> pl.DataFrame:
     kinds = set(scores["item_kind"].unique().to_list())
     if not kinds <= {MULTIPLE_CHOICE, GENERATIVE}:
         raise ValueError(f"scores: column 'item_kind' must be {MULTIPLE_CHOICE!r} or {GENERATIVE!r}, found {kinds}")
-    for column in ("logprob", "n_tokens", "n_chars", "is_target", "is_greedy", "choice", "choice_text"):
+    for column in ("logprob", "n_chars", "is_target", "is_greedy", "choice", "choice_text"):
         if scores[column].null_count():
             raise ValueError(f"scores: column '{column}' has {scores[column].null_count()} null value(s)")
+    token_nulls = pl.col("n_tokens").is_null().cast(pl.Int8) + pl.col("token_logprobs").is_null().cast(pl.Int8) \
+        + pl.col("token_ranks").is_null().cast(pl.Int8)
+    partial = scores.filter(token_nulls.is_between(1, 2))
+    if partial.height:
+        row = partial.row(0, named=True)
+        raise ValueError(
+            f"scores: item {row['item_id']!r} choice {row['choice']}: 'n_tokens', 'token_logprobs' and 'token_ranks' "
+            "must be all given or all null (null: no per-token data)"
+        )
     if (scores["n_tokens"] < 0).any():
         raise ValueError("scores: column 'n_tokens' must be >= 0")
     if (~scores["target_score"].drop_nulls().is_finite()).any():

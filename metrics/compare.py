@@ -161,6 +161,8 @@ def compare(curves: Sequence[Curves]) -> pl.DataFrame:
         for s in sharp:
             for m in smooth:
                 keep = defined[s] & defined[m]  # (n,) models where both metrics are defined
+                if not keep.any():
+                    continue  # a metric undefined for every model (no per-token data, say) has no curve to compare
                 pair = [s, m]
                 point = indices.largest_step_share(oriented[pair][:, keep])  # (2,)
                 shares = indices.largest_step_share(rep[pair][:, :, keep])  # (2, B)

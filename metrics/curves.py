@@ -33,6 +33,34 @@ from metrics.schema import ITEM_METRICS, MODEL_COLUMNS, validate
 
 #: The default scale axis: non-embedding parameters (Kaplan et al. 2020; BIG-bench's x axis).
 DEFAULT_X = "non_embedding_params"
+#: Scale axes with a known meaning: name → (label for people, unit). Any other numeric per-model column can be the
+#: axis too (e.g. a pre-training loss, Du et al. 2024); its unit is then unknown (""). Every statistic that reads
+#: the axis uses log10(x), so an axis value must be > 0.
+SCALE_AXES: dict[str, tuple[str, str]] = {
+    "non_embedding_params": ("non-embedding parameters", "parameters"),
+    "params": ("parameters", "parameters"),
+    "compute": ("training compute 6·N·D (FLOPs)", "FLOPs"),
+    "tokens": ("training tokens", "tokens"),
+    "step": ("training step", "steps"),
+}
+
+
+def axis_label(x_name: str) -> str:
+    """How tables and figures name a scale axis.
+
+    >>> axis_label("non_embedding_params"), axis_label("pile_loss")
+    ('non-embedding parameters', 'pile_loss')
+    """
+    return SCALE_AXES.get(x_name, (x_name, ""))[0]
+
+
+def axis_unit(x_name: str) -> str:
+    """The unit of a scale axis ("" when scalelens does not know it).
+
+    >>> axis_unit("compute"), axis_unit("pile_loss")
+    ('FLOPs', '')
+    """
+    return SCALE_AXES.get(x_name, ("", ""))[1]
 PAIRED = "paired item bootstrap"
 PARAMETRIC = "parametric bootstrap from stderr (unpaired)"
 
@@ -68,6 +96,11 @@ class Curves:
     def sign(self) -> np.ndarray:
         """(M,) +1 where higher is better, −1 where lower is: multiply to orient curves."""
         return np.array([1.0 if i.direction == HIGHER else -1.0 for i in self.info])
+
+    @property
+    def x_unit(self) -> str:
+        """The scale axis's unit ("" when unknown)."""
+        return axis_unit(self.x_name)
 
     def index(self, metric: str) -> int:
         return self.metrics.index(metric)

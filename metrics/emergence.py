@@ -47,7 +47,7 @@ from scipy.stats import norm
 
 from metrics import indices
 from metrics.bootstrap import percentile_interval
-from metrics.curves import Curves
+from metrics.curves import Curves, axis_unit
 from metrics.registry import LOWER
 from metrics.schema import EMERGENCE, METRICS, validate
 
@@ -175,6 +175,8 @@ def emergence_from_curves(curves: Sequence[Curves]) -> pl.DataFrame:
                 "largest_step_from": first,
                 "largest_step_to": last,
                 "method": [c.method] * len(rows),
+                "x_axis": [c.x_name] * len(rows),
+                "x_unit": [c.x_unit] * len(rows),
                 "signature": [f"{c.bootstrap.signature()}|{resolution_signature(c.bootstrap.confidence)}"] * len(rows),
             }, schema_overrides={"largest_step_from": pl.String, "largest_step_to": pl.String}))
     if not parts:
@@ -216,18 +218,20 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
     if dup.height:
         raise ValueError(f"metrics: duplicated (task, metric, model), e.g. {dup.row(0, named=True)}")
     rows = []
-    ordered = metrics_table.sort([*keys, "non_embedding_params", "model"])
+    x = "x" if "x" in metrics_table.columns else "non_embedding_params"  # the metric table's own scale axis
+    x_axis = metrics_table["x_axis"][0] if "x_axis" in metrics_table.columns and metrics_table.height else x
+    ordered = metrics_table.sort([*keys, x, "model"])
     for (task, metric), group in ordered.group_by(keys, maintain_order=True):
         taxonomy, kind, direction = group["taxonomy"][0], group["kind"][0], group["direction"][0]
         curve = group.filter(pl.col("mean").is_not_null() & pl.col("mean").is_not_nan())
         y = curve["mean"].to_numpy().astype(np.float64) * (-1.0 if direction == LOWER else 1.0)  # (n,)
-        got = curve_indices(y[None], None, np.zeros(1), curve["non_embedding_params"].to_numpy().astype(np.float64),
-                            0.95)
+        got = curve_indices(y[None], None, np.zeros(1), curve[x].to_numpy().astype(np.float64), 0.95)
         first, last = _largest_step_models(y[None], curve["model"].to_list())
         rows.append({"task": task, "metric": metric, "taxonomy": taxonomy, "kind": kind, "direction": direction,
                      "n_models": curve.height, "n_items": int(group["n_items"].max() or 0),
                      **{k: float(v[0]) for k, v in got.items()}, "largest_step_from": first[0],
-                     "largest_step_to": last[0], "method": POINT_ONLY, "signature": ""})
+                     "largest_step_to": last[0], "method": POINT_ONLY, "x_axis": x_axis,
+                     "x_unit": axis_unit(x_axis), "signature": ""})
     if not rows:
         return pl.DataFrame(schema=EMERGENCE)
     table = pl.DataFrame(rows, schema_overrides={"largest_step_from": pl.String, "largest_step_to": pl.String})

@@ -3,8 +3,9 @@ value of the tables (a fitted shape is drawn from its parameters in the fits tab
 
 Figures are built on `matplotlib.figure.Figure` directly (no pyplot, so no global state and no display backend);
 `save_figure` writes PNG. Sharp metrics are always drawn in SHARP_COLOR and smooth ones in SMOOTH_COLOR, each
-curve as its per-model mean with markers and its bootstrap interval (ci_low..ci_high) as a band, against
-non-embedding parameters on a log axis. Every line and band carries a gid, "<metric>:mean" and "<metric>:ci", so
+curve as its per-model mean with markers and its bootstrap interval (ci_low..ci_high) as a band, against the
+table's scale axis on a log axis: its `x` column, named by `x_axis` (non-embedding parameters for a table without
+them). Every line and band carries a gid, "<metric>:mean" and "<metric>:ci", so
 tests and callers can find them.
 """
 
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import NullLocator
 
 from metrics.compare import CANNOT_TELL, COMPARISONS, METRIC, MODELS, NO_JUMP
+from metrics.curves import DEFAULT_X, axis_label
 from metrics.fits import FITS, predict_shape
 from metrics.numbers import format_breakthroughness, format_count, format_with_interval
 from metrics.registry import HIGHER, SHARP
@@ -36,7 +38,7 @@ SMOOTH_COLOR = "#0072B2"
 DISTRACTOR_COLOR = "#555555"
 SHARP_TITLE = "Sharp (discontinuous) metrics"
 SMOOTH_TITLE = "Smooth (continuous) metrics"
-X_LABEL = "non-embedding parameters"
+X_LABEL = axis_label(DEFAULT_X)  # the default axis; `x_label(rows)` names the table's own
 BAND_LABEL = "bootstrap CI"
 BAND_ALPHA = 0.25
 #: Panel size in inches; figures grow by panels so text never has to shrink.
@@ -78,6 +80,22 @@ def y_label(metric: str, direction: str) -> str:
     return f"{metric}{unit}\n{'↑' if direction == HIGHER else '↓'} better"
 
 
+def _x_column(rows: pl.DataFrame) -> str:
+    """The column holding the scale axis: `x` when the table has it, else non_embedding_params."""
+    return "x" if "x" in rows.columns else DEFAULT_X
+
+
+def x_label(rows: pl.DataFrame) -> str:
+    """The x-axis label of a metric table's rows: the name of its scale axis (with its unit where one is known).
+
+    >>> x_label(pl.DataFrame({"x_axis": ["compute"]})), x_label(pl.DataFrame({"mean": [1.0]}))
+    ('training compute 6·N·D (FLOPs)', 'non-embedding parameters')
+    """
+    if "x_axis" in rows.columns and rows.height:
+        return axis_label(rows["x_axis"][0])
+    return X_LABEL
+
+
 def _select_task(metrics: pl.DataFrame, task: str | None) -> tuple[pl.DataFrame, str]:
     """The rows of one task; `task=None` is allowed when the table holds exactly one."""
     validate(metrics, METRICS, "metrics")
@@ -89,7 +107,8 @@ def _select_task(metrics: pl.DataFrame, task: str | None) -> tuple[pl.DataFrame,
     elif task not in tasks:
         raise ValueError(f"task: {task!r} is not in the metrics table, which holds {tasks}")
     # Stable sort: within a model, metrics keep the table's order, which orders the panels.
-    return metrics.filter(pl.col("task") == task).sort("non_embedding_params", "model", maintain_order=True), task
+    rows = metrics.filter(pl.col("task") == task)
+    return rows.sort(_x_column(rows), "model", maintain_order=True), task
 
 
 def _curve(ax: Axes, rows: pl.DataFrame, metric: str, color: str, label: str, linestyle: str = "-",
@@ -97,7 +116,7 @@ def _curve(ax: Axes, rows: pl.DataFrame, metric: str, color: str, label: str, li
     """One metric's means (line with a marker per model) and bootstrap band against scale, on a log x axis; the
     artists' gids are "<gid>:mean" and "<gid>:ci" (gid defaults to the metric)."""
     part = rows.filter(pl.col("metric") == metric)
-    x = part["non_embedding_params"].to_numpy()
+    x = part[_x_column(part)].to_numpy()
     gid = gid or metric
     ax.fill_between(x, part["ci_low"].to_numpy(), part["ci_high"].to_numpy(), color=color, alpha=BAND_ALPHA,
                     linewidth=0, gid=f"{gid}:ci")
@@ -137,13 +156,13 @@ def _group(fig: Figure | SubFigure, rows: pl.DataFrame, names: Sequence[str], ki
         if names[k] in fits:
             _fit_overlay(ax, rows, fits[names[k]])
         if k + ncols >= len(names):  # the lowest panel of its column
-            ax.set_xlabel(X_LABEL, fontsize=9)
+            ax.set_xlabel(x_label(rows), fontsize=9)
             ax.xaxis.set_tick_params(labelbottom=True)
 
 
 def _fit_overlay(ax: Axes, rows: pl.DataFrame, fit: dict) -> None:
     """The best shape as a thin dashed line over the data's range; its location interval as a grey span."""
-    x = rows.filter(pl.col("metric") == fit["metric"])["non_embedding_params"].to_numpy().astype(float)
+    x = rows.filter(pl.col("metric") == fit["metric"])[_x_column(rows)].to_numpy().astype(float)
     x = x[x > 0]
     if x.size < 2 or fit["params"] is None:
         return
@@ -248,7 +267,7 @@ def logprob_gap(metrics: pl.DataFrame, task: str | None = None) -> Figure:
     right.set_title("Gap between them (margin)", fontsize=10)
     right.legend(fontsize=8, loc="best")
     for ax in (left, right):
-        ax.set_xlabel(X_LABEL, fontsize=9)
+        ax.set_xlabel(x_label(rows), fontsize=9)
         ax.tick_params(labelsize=8)
     fig.suptitle(f"Task: {task} — does the gap between correct and best wrong choice widen with scale? "
                  f"(band: {BAND_LABEL})", fontsize=11)
@@ -288,7 +307,7 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -
         ax.remove()
     for k in range(n_panels):
         if k + ncols >= n_panels:  # lowest panel of its column
-            axes[k].set_xlabel(X_LABEL, fontsize=9)
+            axes[k].set_xlabel(x_label(rows), fontsize=9)
             axes[k].xaxis.set_tick_params(labelbottom=True)
     fig.suptitle(f"Task: {task} — exact match against graded text metrics and its predictions (band: {BAND_LABEL})",
                  fontsize=11)
@@ -432,7 +451,7 @@ def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = 
         ax.remove()
     for k in range(len(names)):
         if k + ncols >= len(names):
-            axes[k].set_xlabel(X_LABEL, fontsize=8)
+            axes[k].set_xlabel(x_label(rows), fontsize=8)
             axes[k].xaxis.set_tick_params(labelbottom=True)
     handles, legend_labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, legend_labels, loc="outside lower center", ncols=len(labels), fontsize=8)

@@ -140,35 +140,40 @@ EMERGENCE: dict[str, pl.DataType] = {
     "largest_step_from": pl.String,  # the models the largest step lies between
     "largest_step_to": pl.String,
     "method": pl.String,  # how the replicates were drawn
+    "x_axis": pl.String,  # the scale axis the models are ordered along (metrics.curves.SCALE_AXES, or a column)
+    "x_unit": pl.String,  # its unit; "" when unknown
     "signature": pl.String,  # bootstrap and resolution settings
 }
 
 
 def _coercible(found: pl.DataType, expected: pl.DataType) -> bool:
-    """Whether `found` differs from `expected` only in width: integer → integer, Float32 → Float64, a column with
-    no values (Null) → anything, and lists of these."""
+    """Whether `found` differs from `expected` only in width or numeric kind: any integer → any integer, any integer
+    or float → any float, a column with no values (Null) → anything, and lists of these."""
     if found == expected or found == pl.Null:
         return True
     if isinstance(found, pl.List) and isinstance(expected, pl.List):
         return _coercible(found.inner, expected.inner)
     if found.is_integer() and expected.is_integer():
         return True
-    return found == pl.Float32 and expected == pl.Float64
+    return (found.is_integer() or found.is_float()) and expected.is_float()
 
 
 def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
     """Check that `frame` has every column of `schema`, and return it with each of those columns in the schema's
     dtype; extra columns are kept as they are.
 
-    Widths are coerced, so a table built elsewhere need not match scalelens's storage choices: any signed or
-    unsigned integer becomes the schema's integer dtype when every value fits (a value that does not is an error
-    naming the column), Float32 becomes Float64, an all-null column (dtype Null) takes the schema's dtype, and list
+    Numeric widths are converted, never refused, so a table built elsewhere need not match scalelens's storage
+    choices: any signed or unsigned integer becomes the schema's integer dtype when every value fits (a value that
+    does not is an error naming the column), any integer or float becomes the schema's float dtype (Float64 stored
+    as Float32 is rounded to the nearest Float32, as token log-probabilities are stored; an integer above 2^24 or
+    2^53 is rounded to the nearest float), an all-null column (dtype Null) takes the schema's dtype, and list
     columns follow the same rules element by element. Anything else is a type error: a string where a number is
-    expected, a float where an integer is expected (it would have to be rounded), Float64 where the schema stores
-    Float32, or an integer where the schema asks for a float (write the column as the float it stands for).
+    expected, a Boolean, or a float where an integer is expected (it would have to be rounded).
 
     >>> validate(pl.DataFrame({"n": [3]}, schema={"n": pl.UInt8}), {"n": pl.Int32}, "toy").schema
     Schema([('n', Int32)])
+    >>> validate(pl.DataFrame({"lp": [[-1, -2]]}), {"lp": pl.List(pl.Float32)}, "toy")["lp"].to_list()
+    [[-1.0, -2.0]]
     >>> validate(pl.DataFrame({"model": [1]}), {"model": pl.String}, "toy")
     Traceback (most recent call last):
     ...

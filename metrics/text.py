@@ -89,18 +89,24 @@ class ExactMatchConfig:
 def _check_generations(generations: pl.DataFrame) -> pl.DataFrame:
     """Validate (and width-coerce) a generations table; returns it."""
     generations = validate(generations, GENERATIONS, "generations")
-    for column in ("prediction", "references", "prediction_token_ids", "reference_token_ids"):
+    for column in ("prediction", "references"):
         if generations[column].null_count():
             raise ValueError(f"generations: column '{column}' has {generations[column].null_count()} null value(s)")
+    one_null = generations.filter(pl.col("prediction_token_ids").is_null() != pl.col("reference_token_ids").is_null())
+    if one_null.height:
+        raise ValueError(f"generations: item {one_null['item_id'][0]!r}: 'prediction_token_ids' and "
+                         "'reference_token_ids' must be both given or both null (null: no token ids)")
     bad = generations.filter(
         (pl.col("references").list.len() == 0)
-        | (pl.col("references").list.len() != pl.col("reference_token_ids").list.len())
+        | (pl.col("reference_token_ids").is_not_null()
+           & (pl.col("references").list.len() != pl.col("reference_token_ids").list.len()))
     )
     if bad.height:
         row = bad.row(0, named=True)
         raise ValueError(
             f"generations: item {row['item_id']!r} needs >= 1 reference and one 'reference_token_ids' list per "
-            f"reference; found {len(row['references'])} references and {len(row['reference_token_ids'])} id lists"
+            f"reference; found {len(row['references'])} references and {len(row['reference_token_ids'] or [])} id "
+            "lists"
         )
     dup = generations.group_by(ITEM_KEYS).len().filter(pl.col("len") > 1)
     if dup.height:
@@ -350,7 +356,9 @@ def edit_distances(generations: pl.DataFrame) -> pl.DataFrame:
     normalised token distance divides by the closest reference's token count, and is null when that reference has
     no tokens. `logprob.generate` writes the prediction's and the references' token ids by one rule (each text
     encoded as a continuation of the item's context), so a generation equal to a reference has token distance 0;
-    a table built elsewhere must do the same for the token distances to mean edits.
+    a table built elsewhere must do the same for the token distances to mean edits. Without token ids (both id
+    columns null, e.g. generations read from lm-evaluation-harness samples) the two token distances are null for
+    that item: unavailable, not 0.
     """
     generations = _check_generations(generations)
     token, token_norm, char = [], [], []
@@ -360,11 +368,15 @@ def edit_distances(generations: pl.DataFrame) -> pl.DataFrame:
         generations["prediction"],
         generations["references"],
     ):
-        pred_list = pred_ids.to_list()
-        distances = [(levenshtein(pred_list, r), len(r)) for r in ref_ids.to_list()]
-        best, ref_len = min(distances, key=lambda d: d[0])
-        token.append(float(best))
-        token_norm.append(best / ref_len if ref_len else None)
+        if pred_ids is None:
+            token.append(None)
+            token_norm.append(None)
+        else:
+            pred_list = pred_ids.to_list()
+            distances = [(levenshtein(pred_list, r), len(r)) for r in ref_ids.to_list()]
+            best, ref_len = min(distances, key=lambda d: d[0])
+            token.append(float(best))
+            token_norm.append(best / ref_len if ref_len else None)
         char.append(float(min(levenshtein(pred, r) for r in refs)))
     names = ("token_edit_distance", "token_edit_distance_norm", "char_edit_distance")
     return _item_rows(generations, dict(zip(names, (token, token_norm, char))), dict.fromkeys(names, ""))

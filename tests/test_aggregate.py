@@ -113,8 +113,8 @@ def test_aggregate_errors():
     dup = pl.concat([items({"margin": [1.0]}), items({"margin": [2.0]})])
     with pytest.raises(ValueError, match="duplicated"):
         aggregate(dup, BootstrapConfig(n_resamples=10))
-    with pytest.raises(ValueError, match="column 'value' must have dtype Float64"):
-        aggregate(items({"margin": [1.0]}).with_columns(pl.col("value").cast(pl.Int64)))
+    with pytest.raises(ValueError, match="column 'value' must have dtype Float64, found String"):
+        aggregate(items({"margin": [1.0]}).with_columns(pl.col("value").cast(pl.String)))
 
 
 @pytest.mark.parametrize(

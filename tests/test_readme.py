@@ -51,3 +51,15 @@ def test_every_report_option_is_documented(capsys):
     options = set(re.findall(r"(--[a-z][a-z-]+)", capsys.readouterr().out)) - {"--help"}
     text = README.read_text(encoding="utf-8")
     assert "--bleu-tokenize" in options and sorted(o for o in options if o not in text) == []
+
+
+def test_every_analyze_option_is_documented(capsys):
+    """Each option of `scalelens analyze` appears in the README's section on results you already have."""
+    from logprob.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    options = set(re.findall(r"(--[a-z][a-z-]+)", capsys.readouterr().out)) - {"--help"}
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Analyse results you already have"):text.index("## Python API")]
+    assert "--x-reverse" in options and sorted(o for o in options if o not in section) == []
