@@ -180,8 +180,8 @@ def emergence_tables(emergence: pl.DataFrame, task: str, width: int, trends: pl.
                                                         nulls_last=True)
     trend = {} if trends is None else {r["metric"]: r for r in trends.filter(
         (pl.col("task") == task) & (pl.col("slice") == "all")).iter_rows(named=True)}
-    best = {} if fits is None else {r["metric"]: r for r in fits.filter(
-        (pl.col("task") == task) & pl.col("best")).iter_rows(named=True)}
+    best = {} if fits is None else {r["metric"]: r for r in fits.filter(pl.col("task") == task).sort(
+        "best", descending=True).unique("metric", keep="first").iter_rows(named=True)}  # the best, else why none
     header = ["metric", "linearity L", "breakthroughness B", "largest step\nshare of change",
               "trend with scale", "best shape (AIC)"]
     body, styles = [], []

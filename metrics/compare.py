@@ -15,6 +15,7 @@ Verdict for one pair (the first rule that applies):
 
 | verdict | rule |
 | --- | --- |
+| cannot tell at this resolution | τ_sharp ≥ NO_POWER (0.95): with so few models or so much noise, steady change itself can put (nearly) all of its change in one step, so no share could stand out |
 | no jump to explain | c_sharp ≤ τ_sharp: the sharp metric is no more concentrated than steady change with its noise |
 | the models change too | c_smooth > τ_smooth: the smooth metric of the same outputs is concentrated as well; the comment says whether Δ's interval is above 0 (the metric sharpens the jump further), includes 0 (as abrupt) or is below 0 |
 | cannot tell at this resolution | the smooth metric does not rise with scale (the interval of its Spearman ρ with scale reaches 0 or below, `metrics.trends`): a curve that does not rise cannot witness steady progress |
@@ -59,6 +60,9 @@ RULE_MODELS = "smooth share above its steady threshold"
 RULE_METRIC = "share difference CI above 0, smooth share not above its steady threshold"
 RULE_CANNOT_TELL = "share difference CI includes 0, smooth share not above its steady threshold"
 RULE_NOT_RISING = "the smooth metric does not rise with scale (Spearman CI reaches 0)"
+RULE_NO_POWER = "steady change with this noise already reaches a share near 1 (too few models or too few items)"
+#: A steady threshold at or above this leaves no room for a share to stand out: the comparison has no power.
+NO_POWER = 0.95
 
 #: comparisons.parquet: one row per (task, sharp metric, smooth metric).
 COMPARISONS: dict[str, pl.DataType] = {
@@ -108,9 +112,13 @@ def verdict(sharp: float, sharp_threshold: float, smooth: float, smooth_threshol
     'no jump to explain'
     >>> verdict(0.7, 0.3, 0.25, 0.3, 0.3, 0.6, smooth_rising=False)[0]
     'cannot tell at this resolution'
+    >>> verdict(1.0, 0.98, 1.0, 0.98, -0.4, 0.4)[1]  # three models: any curve makes half its change in one step
+    'steady change with this noise already reaches a share near 1 (too few models or too few items)'
     """
     if any(np.isnan(v) for v in (sharp, sharp_threshold, smooth, smooth_threshold, diff_low, diff_high)):
         return CANNOT_TELL, "no interval (needs replicates, a positive scale axis and at least 3 models)", ""
+    if sharp_threshold >= NO_POWER:
+        return CANNOT_TELL, RULE_NO_POWER, ""
     if sharp <= sharp_threshold:
         return NO_JUMP, RULE_NO_JUMP, ""
     if smooth > smooth_threshold:

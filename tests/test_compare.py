@@ -13,6 +13,7 @@ from metrics.compare import (
     NO_JUMP,
     RULE_METRIC,
     RULE_MODELS,
+    RULE_NO_POWER,
     RULE_NOT_RISING,
     compare,
     verdict,
@@ -38,6 +39,20 @@ def test_verdict_rules():
     assert verdict(0.7, 0.3, 0.25, 0.3, -0.1, 0.4)[0] == CANNOT_TELL
     assert verdict(float("nan"), 0.3, 0.2, 0.3, 0.1, 0.4)[0] == CANNOT_TELL
     assert verdict(0.7, 0.3, 0.25, 0.3, 0.1, 0.4, smooth_rising=False)[:2] == (CANNOT_TELL, RULE_NOT_RISING)
+    assert verdict(1.0, 0.97, 1.0, 0.97, -0.4, 0.4)[:2] == (CANNOT_TELL, RULE_NO_POWER)
+
+
+def test_three_models_have_no_power_to_tell(item_table):
+    # three untrained-like models that differ only by noise: with two steps, any curve makes at least half of its
+    # change in one, and steady change plus this noise reaches a share near 1; the comparison must say it cannot
+    # tell, not "no jump"
+    rng = np.random.default_rng(1)
+    p = np.array([0.5, 0.5, 0.5])
+    tokens = rng.random((3, 30, 5)) < p[:, None, None]
+    table = item_table({"per_token_accuracy": tokens.mean(axis=2), "exact_match": tokens.all(axis=2)}, SIZES[:3])
+    row = pairs(table)[("exact_match", "per_token_accuracy")]
+    assert row["sharp_threshold"] >= 0.95
+    assert (row["verdict"], row["rule"]) == (CANNOT_TELL, RULE_NO_POWER)
 
 
 def test_all_or_nothing_answers_of_steadily_improving_tokens_are_the_metric(item_table):
