@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,6 +69,14 @@ GAP_METRICS = ("logprob_target", "logprob_best_distractor", "margin")
 FIT_COLOR = "#333333"
 #: Verdict colours of the sharp-versus-smooth figure (Okabe & Ito): the metric, the models, cannot tell, no jump.
 VERDICT_COLORS = {METRIC: "#D55E00", MODELS: "#009E73", CANNOT_TELL: "#999999", NO_JUMP: "#56B4E9"}
+
+
+def _suptitle(fig: Figure, text: str, fontsize: float) -> None:
+    """The figure's title, each line wrapped at spaces to the figure's width (constrained layout does not wrap,
+    and a title wider than the figure would be cropped when saved)."""
+    per_line = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))  # ~0.55 em per character
+    lines = [textwrap.fill(line, per_line, break_long_words=False) for line in text.split("\n")]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
 
 
 def y_label(metric: str, direction: str) -> str:
@@ -232,7 +241,7 @@ def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, ta
     if best:
         legend += ";\ndashed: best-fitting shape (AIC), grey span: its midpoint or change point with 95% interval " \
                   "(conditional on that shape)"
-    fig.suptitle(f"Task: {task} — every metric against scale\n({legend})", fontsize=12)
+    _suptitle(fig, f"Task: {task} — every metric against scale\n({legend})", fontsize=12)
     return fig
 
 
@@ -269,7 +278,7 @@ def logprob_gap(metrics: pl.DataFrame, task: str | None = None) -> Figure:
     for ax in (left, right):
         ax.set_xlabel(x_label(rows), fontsize=9)
         ax.tick_params(labelsize=8)
-    fig.suptitle(f"Task: {task} — does the gap between correct and best wrong choice widen with scale? "
+    _suptitle(fig, f"Task: {task} — does the gap between correct and best wrong choice widen with scale? "
                  f"(band: {BAND_LABEL})", fontsize=11)
     return fig
 
@@ -309,7 +318,7 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -
         if k + ncols >= n_panels:  # lowest panel of its column
             axes[k].set_xlabel(x_label(rows), fontsize=9)
             axes[k].xaxis.set_tick_params(labelbottom=True)
-    fig.suptitle(f"Task: {task} — exact match against graded text metrics and its predictions (band: {BAND_LABEL})",
+    _suptitle(fig, f"Task: {task} — exact match against graded text metrics and its predictions (band: {BAND_LABEL})",
                  fontsize=11)
     return fig
 
@@ -377,7 +386,7 @@ def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, 
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=8)
         ax.invert_yaxis()
-    fig.suptitle(f"Task: {task} — is the jump made by the metric, or do the models change too?", fontsize=11)
+    _suptitle(fig, f"Task: {task} — is the jump made by the metric, or do the models change too?", fontsize=11)
     return fig
 
 
@@ -412,7 +421,7 @@ def item_correlation_histograms(item_correlations: pl.DataFrame, trends: pl.Data
         ax.remove()
     fig.supxlabel("Spearman ρ of an item's score with scale, across models (oriented: > 0 = improves)", fontsize=9)
     fig.supylabel("items", fontsize=9)
-    fig.suptitle(f"Task: {task} — per-item correlations with scale (solid: mean, dashed: median; items with the "
+    _suptitle(fig, f"Task: {task} — per-item correlations with scale (solid: mean, dashed: median; items with the "
                  "same score for every model are left out)", fontsize=10)
     return fig
 
@@ -456,7 +465,7 @@ def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = 
     handles, legend_labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, legend_labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     difficulty = rows["difficulty_metric"][0]
-    fig.suptitle(f"Task: {task} — curves by item difficulty (items cut into {len(labels)} equal groups by their "
+    _suptitle(fig, f"Task: {task} — curves by item difficulty (items cut into {len(labels)} equal groups by their "
                  f"{difficulty} on the smaller half of the ladder; band: {BAND_LABEL})", fontsize=10)
     return fig
 
