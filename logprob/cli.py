@@ -177,14 +177,14 @@ def print_analysis(result) -> None:
     from logprob.display import emergence_notes, emergence_tables, metric_tables, verdict_lines
 
     width = console.width
-    for task in result.metrics["task"].unique(maintain_order=True).to_list():
-        for table in metric_tables(result.metrics, task, width):
+    for task, formulation in result.metrics.select("task", "formulation").unique(maintain_order=True).iter_rows():
+        for table in metric_tables(result.metrics, task, width, formulation):
             console.print(table)
-        for table in emergence_tables(result.emergence, task, width, result.trends, result.fits):
+        for table in emergence_tables(result.emergence, task, width, result.trends, result.fits, formulation):
             console.print(table)
-        console.print(emergence_notes(result.emergence, task, width), highlight=False)
+        console.print(emergence_notes(result.emergence, task, width, formulation), highlight=False)
         console.print()
-        console.print(verdict_lines(result.comparisons, task, width), highlight=False)
+        console.print(verdict_lines(result.comparisons, task, width, formulation), highlight=False)
         console.print()
     tables = [p for p in result.written if p.suffix == ".parquet"]
     pngs = [p for p in result.written if p.suffix == ".png"]

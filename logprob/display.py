@@ -24,6 +24,7 @@ from metrics.numbers import (
     format_sig,
     format_with_interval,
 )
+from metrics.schema import DEFAULT_FORMULATION
 
 #: Characters a column costs beyond its text in a rich table with a simple box: padding and the separator.
 COLUMN_OVERHEAD = 3
@@ -110,6 +111,19 @@ def render(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], sty
     return tables
 
 
+def label(task: str, formulation: str = DEFAULT_FORMULATION) -> str:
+    """How a (task, formulation) is named for people: the task, and the formulation unless it is the default.
+
+    >>> label("sums"), label("sums", "3-shot")
+    ('sums', 'sums [3-shot]')
+    """
+    return task if formulation == DEFAULT_FORMULATION else f"{task} [{formulation}]"
+
+
+def _select(frame: pl.DataFrame, task: str, formulation: str) -> pl.DataFrame:
+    return frame.filter((pl.col("task") == task) & (pl.col("formulation") == formulation))
+
+
 def _style(kind: str) -> str:
     return SHARP_STYLE if kind == "sharp" else SMOOTH_STYLE
 
@@ -123,9 +137,10 @@ def _axis_value(axis: str, value: float | None) -> str:
     return format_sig(value)
 
 
-def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table | Text]:
+def metric_tables(metrics: pl.DataFrame, task: str, width: int, formulation: str = DEFAULT_FORMULATION
+                  ) -> list[Table | Text]:
     """Metrics (rows, sharp first) × models (columns, by size): mean over its 95% interval."""
-    rows = metrics.filter(pl.col("task") == task)
+    rows = _select(metrics, task, formulation)
     x = "x" if "x" in rows.columns else "non_embedding_params"  # the table's scale axis
     axis = rows["x_axis"][0] if "x_axis" in rows.columns and rows.height else "non_embedding_params"
     models = rows.select("model", x).unique().sort(x, "model")
@@ -144,7 +159,8 @@ def metric_tables(metrics: pl.DataFrame, task: str, width: int) -> list[Table | 
                         f"{format_interval(r['ci_low'], r['ci_high']) or '(no interval)'}")
         body.append(line)
         styles.append(_style(kind))
-    return render(f"{task}: mean over items, 95% bootstrap interval below", header, body, styles, 1, width)
+    return render(f"{label(task, formulation)}: mean over items, 95% bootstrap interval below", header, body, styles,
+                  1, width)
 
 
 def _trend_cell(row: dict | None) -> str:
@@ -173,14 +189,14 @@ def _fit_cell(row: dict | None) -> str:
 
 
 def emergence_tables(emergence: pl.DataFrame, task: str, width: int, trends: pl.DataFrame | None = None,
-                     fits: pl.DataFrame | None = None) -> list[Table | Text]:
+                     fits: pl.DataFrame | None = None, formulation: str = DEFAULT_FORMULATION) -> list[Table | Text]:
     """Per metric: L and B with intervals (B as a bound when resolution-limited), the largest-step share and
     whether it beats steady change with the curve's noise, the trend, and the best-fitting shape."""
-    rows = emergence.filter(pl.col("task") == task).sort("kind", "largest_step_share", descending=[False, True],
+    rows = _select(emergence, task, formulation).sort("kind", "largest_step_share", descending=[False, True],
                                                         nulls_last=True)
-    trend = {} if trends is None else {r["metric"]: r for r in trends.filter(
-        (pl.col("task") == task) & (pl.col("slice") == "all")).iter_rows(named=True)}
-    best = {} if fits is None else {r["metric"]: r for r in fits.filter(pl.col("task") == task).sort(
+    trend = {} if trends is None else {r["metric"]: r for r in _select(trends, task, formulation).filter(
+        pl.col("slice") == "all").iter_rows(named=True)}
+    best = {} if fits is None else {r["metric"]: r for r in _select(fits, task, formulation).sort(
         "best", descending=True).unique("metric", keep="first").iter_rows(named=True)}  # the best, else why none
     header = ["metric", "linearity L", "breakthroughness B", "largest step\nshare of change",
               "trend with scale", "best shape (AIC)"]
@@ -195,12 +211,13 @@ def emergence_tables(emergence: pl.DataFrame, task: str, width: int, trends: pl.
                      format_breakthroughness(r).replace(" (resolution-limited)", " ‡"), share + step,
                      _trend_cell(trend.get(r["metric"])), _fit_cell(best.get(r["metric"]))])
         styles.append(_style(r["kind"]))
-    return render(f"{task}: how each curve changes across the ladder (95% intervals)", header, body, styles, 1, width)
+    return render(f"{label(task, formulation)}: how each curve changes across the ladder (95% intervals)", header,
+                  body, styles, 1, width)
 
 
-def emergence_notes(emergence: pl.DataFrame, task: str, width: int) -> str:
+def emergence_notes(emergence: pl.DataFrame, task: str, width: int, formulation: str = DEFAULT_FORMULATION) -> str:
     """The footnote that explains ‡, with the numbers of the first resolution-limited curve."""
-    limited = emergence.filter((pl.col("task") == task) & pl.col("resolution_limited").fill_null(False))
+    limited = _select(emergence, task, formulation).filter(pl.col("resolution_limited").fill_null(False))
     lines = ["L, B: BIG-bench linearity and breakthroughness. Largest-step share: the part of the whole change made "
              "in one step, '> steady' when it exceeds what a curve linear in log-scale would show with this curve's "
              "noise in 95% of resamples. Trend: Spearman's ρ with scale (rising/falling needs its interval away from 0 "
@@ -220,13 +237,14 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def verdict_lines(comparisons: pl.DataFrame, task: str, width: int) -> str:
+def verdict_lines(comparisons: pl.DataFrame, task: str, width: int, formulation: str = DEFAULT_FORMULATION) -> str:
     """Per sharp metric: the verdict of its strictest pair (against the most concentrated smooth metric), the rule
     that gave it and the numbers behind it, then how the pairs with every smooth metric came out."""
-    rows = comparisons.filter(pl.col("task") == task)
+    rows = _select(comparisons, task, formulation)
+    name = label(task, formulation)
     if rows.is_empty():
-        return f"{task}: no sharp-against-smooth comparison (the task needs a sharp and a smooth metric)."
-    out = [f"{task}: is the jump made by the metric, or do the models change too?"]
+        return f"{name}: no sharp-against-smooth comparison (the task needs a sharp and a smooth metric)."
+    out = [f"{name}: is the jump made by the metric, or do the models change too?"]
     for (sharp,), part in rows.group_by("sharp_metric", maintain_order=True):
         strict = part.filter(pl.col("strictest")).row(0, named=True)
         counts = part.group_by("verdict").len().sort("len", descending=True)

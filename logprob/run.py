@@ -97,11 +97,11 @@ def score_unit(loaded, unit: Unit, config: ScoreConfig,
     from logprob.generate import generate_items
     from logprob.score import score_items
 
-    name = pl.lit(unit.task.name)
-    scores = score_items(loaded, unit.task.items, config, advance).with_columns(task=name) if unit.scores else None
+    keys = {"task": pl.lit(unit.task.name), "formulation": pl.lit(unit.task.formulation)}
+    scores = score_items(loaded, unit.task.items, config, advance).with_columns(**keys) if unit.scores else None
     gens = None
     if unit.generations:
-        gens = generate_items(loaded, unit.generative_items, config, advance).with_columns(task=name)
+        gens = generate_items(loaded, unit.generative_items, config, advance).with_columns(**keys)
     return scores, gens
 
 

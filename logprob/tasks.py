@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics.schema import GENERATIVE, MULTIPLE_CHOICE
+from metrics.schema import DEFAULT_FORMULATION, GENERATIVE, MULTIPLE_CHOICE
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,6 @@ def _strings(value: Any, name: str, where: str) -> tuple[str, ...]:
         if not isinstance(s, str) or not s:
             raise TaskError(f"{where}: field {name!r}: entry {i} must be a non-empty string, got {s!r}")
     return tuple(value)
-
-
-#: The formulation of a task as written (no template, exemplars or trigger): logprob/formulations.py.
-DEFAULT_FORMULATION = "default"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ def metric_table(curves: Sequence[Curves]) -> pl.DataFrame:
             "params": _counts(np.tile(c.params, M)),
             "non_embedding_params": _counts(np.tile(c.non_embedding_params, M)),
             "task": [c.task] * (M * n),
+            "formulation": [c.formulation] * (M * n),
             "metric": np.repeat(np.array(c.metrics, dtype=object), n).tolist(),
             "taxonomy": [i.taxonomy for i in c.info for _ in range(n)],
             "kind": [i.kind for i in c.info for _ in range(n)],

@@ -25,7 +25,7 @@ from metrics.emergence import emergence_from_curves
 from metrics.fits import fit_table
 from metrics.folder import read_run_folder
 from metrics.registry import CONTINUOUS, MetricInfo
-from metrics.schema import GENERATIONS, SCORES, validate, write_parquet_atomic
+from metrics.schema import DEFAULT_FORMULATION, GENERATIONS, SCORES, validate, write_parquet_atomic
 from metrics.slices import DEFAULT_SLICES, difficulty_slices, slice_table
 from metrics.text import (
     BleuConfig,
@@ -73,9 +73,9 @@ def analyse_curves(curves: Sequence[Curves], item_metrics: pl.DataFrame | None =
             continue
         metric, parts = difficulty_slices(c, n_slices)
         if parts:
-            difficulty[c.task] = metric
+            difficulty[(c.task, c.formulation)] = metric
             slice_curves.extend(parts)
-    metrics = metric_table(curves).sort("task", "x", "model", "metric")
+    metrics = metric_table(curves).sort("task", "formulation", "x", "model", "metric")
     return Analysis(
         item_metrics=item_metrics if item_metrics is not None else pl.DataFrame(),
         metrics=metrics,
@@ -180,35 +180,49 @@ def write_analysis(result: Analysis, folder: Path, *, figures: bool = True) -> A
 
 
 def write_figures(result: Analysis, out_dir: Path) -> list[Path]:
-    """Per task: the metric grid (indices with intervals, best fits), the sharp-versus-smooth comparison, per-item
-    correlations and difficulty slices where the tables have them; the log-prob gap view for multiple-choice tasks
-    and the sharp-versus-smooth view of generations for generative tasks."""
+    """Per (task, formulation): the metric grid (indices with intervals, best fits), the sharp-versus-smooth
+    comparison, per-item correlations and difficulty slices where the tables have them; the log-prob gap view for
+    multiple-choice tasks and the sharp-versus-smooth view of generations for generative tasks. Per task posed in
+    several formulations: one curve per formulation."""
     from metrics import figures  # matplotlib only when figures are asked for
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for task in result.metrics["task"].unique(maintain_order=True).to_list():
-        task_metrics = set(result.metrics.filter(pl.col("task") == task)["metric"].unique().to_list())
-        fits = result.fits if result.fits.height else None
-        plots = [("metrics", lambda: figures.metric_grid(result.metrics, result.emergence, task=task, fits=fits))]
-        if result.comparisons.height and task in set(result.comparisons["task"].to_list()):
-            plots.append(("sharp_vs_smooth",
-                          lambda: figures.sharp_smooth_comparison(result.emergence, result.comparisons, task=task)))
+
+    def has(table: pl.DataFrame, task: str, formulation: str, extra: pl.Expr | None = None) -> bool:
+        if not table.height:
+            return False
+        rows = table.filter((pl.col("task") == task) & (pl.col("formulation") == formulation))
+        return (rows.filter(extra) if extra is not None else rows).height > 0
+
+    fits = result.fits if result.fits.height else None
+    for task, formulation in result.metrics.select("task", "formulation").unique(maintain_order=True).iter_rows():
+        task_metrics = set(result.metrics.filter((pl.col("task") == task) & (pl.col("formulation") == formulation)
+                                                 )["metric"].unique().to_list())
+        at = {"task": task, "formulation": formulation}
+        plots = [("metrics", lambda: figures.metric_grid(result.metrics, result.emergence, fits=fits, **at))]
+        if has(result.comparisons, task, formulation):
+            plots.append(("sharp_vs_smooth", lambda: figures.sharp_smooth_comparison(result.emergence,
+                                                                                     result.comparisons, **at)))
         if {"logprob_best_distractor", "margin"} <= task_metrics:
-            plots.append(("logprob_gap", lambda: figures.logprob_gap(result.metrics, task=task)))
+            plots.append(("logprob_gap", lambda: figures.logprob_gap(result.metrics, **at)))
         if "exact_match" in task_metrics:
-            plots.append(("generative", lambda: figures.sharp_vs_smooth_generative(result.metrics, task=task)))
-        correlations = result.item_correlations
-        if correlations.height and correlations.filter((pl.col("task") == task) & pl.col("spearman").is_not_null()
-                                                       ).height:
+            plots.append(("generative", lambda: figures.sharp_vs_smooth_generative(result.metrics, **at)))
+        if has(result.item_correlations, task, formulation, pl.col("spearman").is_not_null()):
             plots.append(("item_correlations",
-                          lambda: figures.item_correlation_histograms(correlations, result.trends, task=task)))
-        if result.slices.height and task in set(result.slices["task"].to_list()):
-            plots.append(("slices", lambda: figures.difficulty_slice_curves(result.slices, result.trends, task=task)))
+                          lambda: figures.item_correlation_histograms(result.item_correlations, result.trends, **at)))
+        if has(result.slices, task, formulation):
+            plots.append(("slices", lambda: figures.difficulty_slice_curves(result.slices, result.trends, **at)))
+        stem = _slug(task) if formulation == DEFAULT_FORMULATION else f"{_slug(task)}_{_slug(formulation)}"
         for kind, make in plots:
-            path = out_dir / f"{_slug(task)}_{kind}.png"
+            path = out_dir / f"{stem}_{kind}.png"
             figures.save_figure(make(), path)
             paths.append(path)
+    several = result.metrics.group_by("task").agg(pl.col("formulation").n_unique()).filter(pl.col("formulation") > 1)
+    for task in several["task"].sort().to_list():
+        path = out_dir / f"{_slug(task)}_formulations.png"
+        figures.save_figure(figures.formulation_curves(result.metrics, task), path)
+        paths.append(path)
     return paths
 
 

@@ -67,6 +67,7 @@ NO_POWER = 0.95
 #: comparisons.parquet: one row per (task, sharp metric, smooth metric).
 COMPARISONS: dict[str, pl.DataType] = {
     "task": pl.String,
+    "formulation": pl.String,
     "sharp_metric": pl.String,
     "smooth_metric": pl.String,
     "n_models": pl.Int64,
@@ -188,7 +189,8 @@ def compare(curves: Sequence[Curves]) -> pl.DataFrame:
                 name, rule, comment = verdict(point[0], threshold[0], point[1], threshold[1], low[2], high[2],
                                               bool(rho_low > 0))
                 rows.append({
-                    "task": c.task, "sharp_metric": c.metrics[s], "smooth_metric": c.metrics[m],
+                    "task": c.task, "formulation": c.formulation, "sharp_metric": c.metrics[s],
+                    "smooth_metric": c.metrics[m],
                     "n_models": int(keep.sum()), "steady_share": steady, "sharp_threshold": threshold[0],
                     "smooth_threshold": threshold[1],
                     "sharp_share": point[0], "sharp_share_ci_low": low[0], "sharp_share_ci_high": high[0],
@@ -208,6 +210,6 @@ def compare(curves: Sequence[Curves]) -> pl.DataFrame:
     table = pl.DataFrame(rows, schema=COMPARISONS).with_columns(pl.col(pl.Float64).fill_nan(None))
     strictest = pl.col("smooth_share").fill_null(-1.0)  # ties → the first smooth metric in table order
     table = table.with_columns(
-        (strictest.rank("ordinal", descending=True).over("task", "sharp_metric") == 1).alias("strictest")
+        (strictest.rank("ordinal", descending=True).over("task", "formulation", "sharp_metric") == 1).alias("strictest")
     )
-    return table.sort("task", "sharp_metric", "smooth_metric")
+    return table.sort("task", "formulation", "sharp_metric", "smooth_metric")

@@ -1,11 +1,13 @@
-"""Metric values → one scaling curve per (task, metric), with bootstrap replicates: the one place resampling happens.
+"""Metric values → one scaling curve per (task, formulation, metric), with bootstrap replicates: the one place
+resampling happens.
 
 Every statistic downstream (metric intervals, index intervals, resolution, sharp-against-smooth comparisons, trend
 tests, difficulty slices) reads the arrays of a `Curves`, so all of them use the same resamples.
 
-Item-level input (`item_curves`): per task, the items are the union of item ids over models, sorted; one count
-matrix of `metrics.bootstrap.resample_counts` (seeded by the bootstrap seed and the task name) resamples them, and
-the same resample indices apply to every model and every metric of the task. The bootstrap is therefore paired:
+Item-level input (`item_curves`): per (task, formulation), the items are the union of item ids over models, sorted;
+one count matrix of `metrics.bootstrap.resample_counts` (seeded by the bootstrap seed and the task name) resamples
+them, and the same resample indices apply to every model and every metric of the task — and, the seed being the
+task's, to every formulation of it that poses the same items. The bootstrap is therefore paired:
 models scored on the same items move together in each replicate, so a step between two models carries only the
 noise of their disagreement, not twice the noise of each mean. An item a model was not scored on (or whose value
 is undefined) is left out of that model's mean in every replicate.
@@ -29,7 +31,7 @@ import polars as pl
 
 from metrics.bootstrap import BootstrapConfig, resample_counts
 from metrics.registry import HIGHER, MetricInfo, metric_info
-from metrics.schema import ITEM_METRICS, MODEL_COLUMNS, validate
+from metrics.schema import DEFAULT_FORMULATION, ITEM_METRICS, MODEL_COLUMNS, validate
 
 #: The default scale axis: non-embedding parameters (Kaplan et al. 2020; BIG-bench's x axis).
 DEFAULT_X = "non_embedding_params"
@@ -73,6 +75,7 @@ class Curves:
     """
 
     task: str
+    formulation: str  # how the task's items were posed (DEFAULT_FORMULATION: as written)
     models: tuple[str, ...]  # (n,) ordered by (x, model)
     params: np.ndarray  # (n,) int64
     non_embedding_params: np.ndarray  # (n,) int64
@@ -167,20 +170,21 @@ def item_curves(
     (('s', 'l'), [[0.5, 3.0]], (1, 20, 2))
     """
     item_metrics = validate(item_metrics, ITEM_METRICS, "item_metrics")
-    dup = item_metrics.group_by("model", "task", "item_id", "metric").len().filter(pl.col("len") > 1)
+    dup = item_metrics.group_by("model", "task", "formulation", "item_id", "metric").len().filter(pl.col("len") > 1)
     if dup.height:
-        raise ValueError(f"item_metrics: {dup.height} duplicated key(s) over (model, task, item_id, metric), "
+        raise ValueError(f"item_metrics: {dup.height} duplicated key(s) over (model, task, formulation, item_id, metric), "
                          f"e.g. {dup.drop('len').row(0, named=True)}")
     signatures = dict(signatures or {})
-    settings = item_metrics.group_by("task", "metric").agg(pl.col("signature").unique().sort())
+    settings = item_metrics.group_by("task", "formulation", "metric").agg(pl.col("signature").unique().sort())
     mixed = settings.filter(pl.col("signature").list.len() > 1)
     if mixed.height:
         row = mixed.row(0, named=True)
-        raise ValueError(f"item_metrics: metric {row['metric']!r} of task {row['task']!r} mixes settings "
+        raise ValueError(f"item_metrics: metric {row['metric']!r} of task {row['task']!r} ({row['formulation']}) mixes settings "
                          f"{row['signature']}; numbers computed under different settings cannot share a curve")
     out = []
-    for (task,), group in item_metrics.group_by("task", maintain_order=True):
-        own = {m: sig[0] for m, sig in settings.filter(pl.col("task") == task).select("metric", "signature").iter_rows()}
+    for (task, formulation), group in item_metrics.group_by("task", "formulation", maintain_order=True):
+        own = {m: sig[0] for m, sig in settings.filter((pl.col("task") == task) & (pl.col("formulation") == formulation)
+                                                       ).select("metric", "signature").iter_rows()}
         models = _model_table(group, x, "item_metrics")
         items = group["item_id"].unique().sort().to_list()
         names = group["metric"].unique().sort().to_list()
@@ -194,7 +198,8 @@ def item_curves(
         values[coded["metric_index"].to_numpy(), coded["model_index"].to_numpy(), coded["item_id_index"].to_numpy()] = (
             coded["value"].fill_nan(None).to_numpy().astype(np.float64)
         )  # (M, n, N), NaN = undefined or not scored
-        out.append(_from_values(task, models, x, items, names, values, bootstrap, extra_info, {**own, **signatures}))
+        out.append(_from_values(task, formulation, models, x, items, names, values, bootstrap, extra_info,
+                                {**own, **signatures}))
     return out
 
 
@@ -239,6 +244,7 @@ def restrict(curves: Curves, items: np.ndarray, label: str) -> Curves:
 
 def _from_values(
     task: str,
+    formulation: str,
     models: pl.DataFrame,
     x: str,
     items: list[str],
@@ -252,7 +258,7 @@ def _from_values(
     counts = resample_counts(values.shape[2], bootstrap, task).astype(np.float64)  # (B, N), one set per task
     means, replicates, n_items, granularity = _summaries(values, counts)
     return Curves(
-        task=task, models=tuple(models["model"].to_list()), params=models["params"].to_numpy(),
+        task=task, formulation=formulation, models=tuple(models["model"].to_list()), params=models["params"].to_numpy(),
         non_embedding_params=models["non_embedding_params"].to_numpy(), x_name=x,
         x=models[x].to_numpy().astype(np.float64), metrics=tuple(names),
         info=tuple(metric_info(name, extra_info) for name in names),
@@ -264,13 +270,16 @@ def _from_values(
 
 
 def item_skeleton(frame: pl.DataFrame, task: str, bootstrap: BootstrapConfig = BootstrapConfig(), *,
-                  x: str = DEFAULT_X) -> Curves:
-    """Curves with no metric yet over the (model, item_id) rows of `frame` for `task`: the models and items a corpus
-    metric is then added to with `add_corpus_metric`."""
+                  x: str = DEFAULT_X, formulation: str = DEFAULT_FORMULATION) -> Curves:
+    """Curves with no metric yet over the (model, item_id) rows of `frame` for (`task`, `formulation`): the models
+    and items a corpus metric is then added to with `add_corpus_metric`."""
     rows = frame.filter(pl.col("task") == task)
+    if "formulation" in rows.columns:
+        rows = rows.filter(pl.col("formulation") == formulation)
     models = _model_table(rows, x, "statistics")
     items = rows["item_id"].unique().sort().to_list()
-    return _from_values(task, models, x, items, [], np.zeros((0, models.height, len(items))), bootstrap, None, {})
+    return _from_values(task, formulation, models, x, items, [], np.zeros((0, models.height, len(items))), bootstrap,
+                        None, {})
 
 
 def add_corpus_metric(
@@ -290,6 +299,8 @@ def add_corpus_metric(
     if curves.counts is None:
         raise ValueError(f"{metric}: corpus metrics need item-level curves")
     rows = stats.filter(pl.col("task") == curves.task)
+    if "formulation" in rows.columns:
+        rows = rows.filter(pl.col("formulation") == curves.formulation)
     unknown = set(rows["item_id"].to_list()) - set(curves.item_ids)
     if unknown:
         raise ValueError(f"{metric}: item(s) {sorted(unknown)[:3]} of task {curves.task!r} have no item metrics")
@@ -321,7 +332,9 @@ def mean_curves(
               "n_items": pl.Int64}
     table = validate(table, needed, "metric table")
     out = []
-    for (task,), group in table.group_by("task", maintain_order=True):
+    if "formulation" not in table.columns:
+        table = table.with_columns(pl.lit(DEFAULT_FORMULATION).alias("formulation"))
+    for (task, formulation), group in table.group_by("task", "formulation", maintain_order=True):
         models = _model_table(group, x, "metric table")
         names = group["metric"].unique().sort().to_list()
         M, n, B = len(names), models.height, bootstrap.n_resamples
@@ -341,7 +354,8 @@ def mean_curves(
         sig = dict(group.select("metric", "signature").unique("metric").iter_rows()) if "signature" in group.columns \
             else {}
         out.append(Curves(
-            task=task, models=tuple(models["model"].to_list()), params=models["params"].to_numpy(),
+            task=task, formulation=formulation, models=tuple(models["model"].to_list()),
+            params=models["params"].to_numpy(),
             non_embedding_params=models["non_embedding_params"].to_numpy(), x_name=x,
             x=models[x].to_numpy().astype(np.float64), metrics=tuple(names),
             info=tuple(metric_info(name, extra_info) for name in names),

@@ -165,6 +165,7 @@ def emergence_from_curves(curves: Sequence[Curves]) -> pl.DataFrame:
             first, last = _largest_step_models(oriented[rows][:, keep], models)
             parts.append(pl.DataFrame({
                 "task": [c.task] * len(rows),
+                "formulation": [c.formulation] * len(rows),
                 "metric": [c.metrics[r] for r in rows],
                 "taxonomy": [c.info[r].taxonomy for r in rows],
                 "kind": [c.info[r].kind for r in rows],
@@ -194,7 +195,7 @@ def _finish(table: pl.DataFrame, confidence: float) -> pl.DataFrame:
         pl.when(pl.col("n_models") < indices.MIN_MODELS).then(None).otherwise(pl.col(c)).alias(c)
         for c in ("linearity", "breakthroughness", "largest_step_share")
     )
-    return _flags(table, confidence).select(list(EMERGENCE)).sort("task", "metric")
+    return _flags(table, confidence).select(list(EMERGENCE)).sort("task", "formulation", "metric")
 
 
 def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
@@ -208,7 +209,7 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
     (2.0, 2.0)
     """
     metrics_table = validate(metrics_table, METRICS, "metrics")
-    keys = ["task", "metric"]
+    keys = ["task", "formulation", "metric"]
     conflicting = metrics_table.group_by(keys).agg(
         pl.col("taxonomy").n_unique(), pl.col("kind").n_unique(), pl.col("direction").n_unique()
     ).filter((pl.col("taxonomy") > 1) | (pl.col("kind") > 1) | (pl.col("direction") > 1))
@@ -221,13 +222,14 @@ def emergence(metrics_table: pl.DataFrame) -> pl.DataFrame:
     x = "x" if "x" in metrics_table.columns else "non_embedding_params"  # the metric table's own scale axis
     x_axis = metrics_table["x_axis"][0] if "x_axis" in metrics_table.columns and metrics_table.height else x
     ordered = metrics_table.sort([*keys, x, "model"])
-    for (task, metric), group in ordered.group_by(keys, maintain_order=True):
+    for (task, formulation, metric), group in ordered.group_by(keys, maintain_order=True):
         taxonomy, kind, direction = group["taxonomy"][0], group["kind"][0], group["direction"][0]
         curve = group.filter(pl.col("mean").is_not_null() & pl.col("mean").is_not_nan())
         y = curve["mean"].to_numpy().astype(np.float64) * (-1.0 if direction == LOWER else 1.0)  # (n,)
         got = curve_indices(y[None], None, np.zeros(1), curve[x].to_numpy().astype(np.float64), 0.95)
         first, last = _largest_step_models(y[None], curve["model"].to_list())
-        rows.append({"task": task, "metric": metric, "taxonomy": taxonomy, "kind": kind, "direction": direction,
+        rows.append({"task": task, "formulation": formulation, "metric": metric, "taxonomy": taxonomy, "kind": kind,
+                     "direction": direction,
                      "n_models": curve.height, "n_items": int(group["n_items"].max() or 0),
                      **{k: float(v[0]) for k, v in got.items()}, "largest_step_from": first[0],
                      "largest_step_to": last[0], "method": POINT_ONLY, "x_axis": x_axis,

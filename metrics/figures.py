@@ -22,6 +22,8 @@ import polars as pl
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
 from metrics.compare import CANNOT_TELL, COMPARISONS, METRIC, MODELS, NO_JUMP
@@ -29,7 +31,7 @@ from metrics.curves import DEFAULT_X, axis_label
 from metrics.fits import FITS, predict_shape
 from metrics.numbers import format_breakthroughness, format_count, format_with_interval
 from metrics.registry import HIGHER, SHARP
-from metrics.schema import EMERGENCE, METRICS, validate
+from metrics.schema import DEFAULT_FORMULATION, EMERGENCE, METRICS, validate
 from metrics.trends import ITEM_CORRELATIONS, TRENDS
 
 #: Okabe & Ito (2008) colour-blind-safe pair: vermillion for sharp (all-or-nothing) metrics, blue for smooth ones.
@@ -105,19 +107,39 @@ def x_label(rows: pl.DataFrame) -> str:
     return X_LABEL
 
 
-def _select_task(metrics: pl.DataFrame, task: str | None) -> tuple[pl.DataFrame, str]:
-    """The rows of one task; `task=None` is allowed when the table holds exactly one."""
-    validate(metrics, METRICS, "metrics")
-    tasks = metrics["task"].unique(maintain_order=True).to_list()
+def _pick(frame: pl.DataFrame, task: str | None, formulation: str | None, table: str
+          ) -> tuple[pl.DataFrame, str, str]:
+    """The rows of one (task, formulation); either may be None when the table holds exactly one."""
+    frame = frame if "formulation" in frame.columns else frame.with_columns(
+        pl.lit(DEFAULT_FORMULATION).alias("formulation"))
+    tasks = frame["task"].unique(maintain_order=True).to_list()
     if task is None:
         if len(tasks) != 1:
-            raise ValueError(f"task: the metrics table holds tasks {tasks}; pass task= to choose one")
+            raise ValueError(f"task: the {table} table holds tasks {tasks}; pass task= to choose one")
         task = tasks[0]
     elif task not in tasks:
-        raise ValueError(f"task: {task!r} is not in the metrics table, which holds {tasks}")
-    # Stable sort: within a model, metrics keep the table's order, which orders the panels.
-    rows = metrics.filter(pl.col("task") == task)
-    return rows.sort(_x_column(rows), "model", maintain_order=True), task
+        raise ValueError(f"task: {task!r} is not in the {table} table, which holds {tasks}")
+    rows = frame.filter(pl.col("task") == task)
+    formulations = rows["formulation"].unique(maintain_order=True).to_list()
+    if formulation is None:
+        if len(formulations) != 1:
+            raise ValueError(f"formulation: task {task!r} has formulations {formulations}; pass formulation=")
+        formulation = formulations[0]
+    elif formulation not in formulations:
+        raise ValueError(f"formulation: {formulation!r} is not one of task {task!r}'s: {formulations}")
+    return rows.filter(pl.col("formulation") == formulation), task, formulation
+
+
+def _label(task: str, formulation: str) -> str:
+    return task if formulation == DEFAULT_FORMULATION else f"{task} [{formulation}]"
+
+
+def _select_task(metrics: pl.DataFrame, task: str | None, formulation: str | None = None
+                 ) -> tuple[pl.DataFrame, str, str]:
+    """The metric rows of one (task, formulation), ordered along the scale axis; see `_pick`."""
+    metrics = validate(metrics, METRICS, "metrics")
+    rows, task, formulation = _pick(metrics, task, formulation, "metrics")
+    return rows.sort(_x_column(rows), "model", maintain_order=True), task, formulation
 
 
 def _curve(ax: Axes, rows: pl.DataFrame, metric: str, color: str, label: str, linestyle: str = "-",
@@ -200,7 +222,7 @@ def _fit_title(fit: dict) -> str:
 
 
 def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, task: str | None = None,
-                fits: pl.DataFrame | None = None) -> Figure:
+                fits: pl.DataFrame | None = None, formulation: str | None = None) -> Figure:
     """Every metric of one task against scale, one panel each, sharp metrics in one group and smooth in the other.
 
     With `emergence`, each panel's title gives the curve's BIG-bench linearity L and breakthroughness B with their
@@ -208,7 +230,7 @@ def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, ta
     drawn as a dashed line and its location interval (midpoint or change point) as a grey span, and named in the
     title.
     """
-    rows, task = _select_task(metrics, task)
+    rows, task, formulation = _select_task(metrics, task, formulation)
     kinds = rows.unique("metric", maintain_order=True).select("metric", "kind")
     sharp = kinds.filter(pl.col("kind") == SHARP)["metric"].to_list()
     smooth = kinds.filter(pl.col("kind") != SHARP)["metric"].to_list()
@@ -216,10 +238,11 @@ def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, ta
     best: dict[str, dict] = {}
     if fits is not None:
         fits = validate(fits, FITS, "fits")
-        best = {r["metric"]: r for r in fits.filter((pl.col("task") == task) & pl.col("best")).iter_rows(named=True)}
+        best = {r["metric"]: r for r in _pick(fits, task, formulation, "fits")[0].filter(pl.col("best")
+                                                                                         ).iter_rows(named=True)}
     if emergence is not None:
         emergence = validate(emergence, EMERGENCE, "emergence")
-        for row in emergence.filter(pl.col("task") == task).iter_rows(named=True):
+        for row in _pick(emergence, task, formulation, "emergence")[0].iter_rows(named=True):
             scores[row["metric"]] = _index_title(row)
     for metric, fit in best.items():
         scores[metric] = (scores[metric] + "\n" if metric in scores else "") + _fit_title(fit)
@@ -241,7 +264,7 @@ def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, ta
     if best:
         legend += ";\ndashed: best-fitting shape (AIC), grey span: its midpoint or change point with 95% interval " \
                   "(conditional on that shape)"
-    _suptitle(fig, f"Task: {task} — every metric against scale\n({legend})", fontsize=12)
+    _suptitle(fig, f"Task: {_label(task, formulation)} — every metric against scale\n({legend})", fontsize=12)
     return fig
 
 
@@ -254,10 +277,10 @@ def _require(rows: pl.DataFrame, wanted: Sequence[str], task: str, figure: str) 
     return found
 
 
-def logprob_gap(metrics: pl.DataFrame, task: str | None = None) -> Figure:
+def logprob_gap(metrics: pl.DataFrame, task: str | None = None, formulation: str | None = None) -> Figure:
     """Left: mean log-prob of the correct choice and of the best distractor; right: their gap (`margin`), with a
     zero line above which the target wins outright. All three metrics must be in the table."""
-    rows, task = _select_task(metrics, task)
+    rows, task, formulation = _select_task(metrics, task, formulation)
     found = _require(rows, GAP_METRICS, task, "logprob_gap")
     if len(found) < len(GAP_METRICS):
         missing = [m for m in GAP_METRICS if m not in found]
@@ -278,17 +301,19 @@ def logprob_gap(metrics: pl.DataFrame, task: str | None = None) -> Figure:
     for ax in (left, right):
         ax.set_xlabel(x_label(rows), fontsize=9)
         ax.tick_params(labelsize=8)
-    _suptitle(fig, f"Task: {task} — does the gap between correct and best wrong choice widen with scale? "
+    _suptitle(fig, f"Task: {_label(task, formulation)} — does the gap between correct and best wrong choice widen "
+                   "with scale? "
                  f"(band: {BAND_LABEL})", fontsize=11)
     return fig
 
 
-def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -> Figure:
+def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None, formulation: str | None = None
+                               ) -> Figure:
     """Exact match beside BLEU, chrF and token edit distance against scale, and a last panel with measured exact
     match and its two predictions from teacher-forced scores on the same axes: Π_t p_t of the reference
     (`prob_reference`) and per-token accuracy^L (`token_accuracy_pow_len`). Absent metrics are skipped; a table
     with none of them raises ValueError."""
-    rows, task = _select_task(metrics, task)
+    rows, task, formulation = _select_task(metrics, task, formulation)
     found = _require(rows, (*GENERATIVE_METRICS, *PREDICTIONS), task, "sharp_vs_smooth_generative")
     singles = [m for m in found if m not in PREDICTIONS]
     overlay = [m for m in ("exact_match", *PREDICTIONS) if m in found]
@@ -318,24 +343,24 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None) -
         if k + ncols >= n_panels:  # lowest panel of its column
             axes[k].set_xlabel(x_label(rows), fontsize=9)
             axes[k].xaxis.set_tick_params(labelbottom=True)
-    _suptitle(fig, f"Task: {task} — exact match against graded text metrics and its predictions (band: {BAND_LABEL})",
+    _suptitle(fig, f"Task: {_label(task, formulation)} — exact match against graded text metrics and its predictions "
+                   f"(band: {BAND_LABEL})",
                  fontsize=11)
     return fig
 
 
-def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, task: str | None = None) -> Figure:
+def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, task: str | None = None,
+                            formulation: str | None = None) -> Figure:
     """Left: how concentrated each metric's change is (largest-step share with its interval; grey tick: the share
     steady change with the curve's own noise would reach; dashed line: the noise-free steady share). Right: the
     paired difference sharp − smooth for every pair, coloured by the verdict it leads to (metrics/compare.py)."""
     emergence = validate(emergence, EMERGENCE, "emergence")
     comparisons = validate(comparisons, COMPARISONS, "comparisons")
-    tasks = emergence["task"].unique(maintain_order=True).to_list()
-    task = task if task is not None else (tasks[0] if len(tasks) == 1 else None)
-    if task is None or task not in tasks:
-        raise ValueError(f"task: choose one of {tasks} with task=")
-    rows = emergence.filter((pl.col("task") == task) & pl.col("largest_step_share").is_not_null()).sort(
+    rows, task, formulation = _pick(emergence, task, formulation, "emergence")
+    rows = rows.filter(pl.col("largest_step_share").is_not_null()).sort(
         "kind", "largest_step_share")
-    pairs = comparisons.filter(pl.col("task") == task).sort("sharp_metric", "share_difference")
+    pairs = comparisons.filter((pl.col("task") == task) & (pl.col("formulation") == formulation)).sort(
+        "sharp_metric", "share_difference")
     if rows.is_empty():
         raise ValueError(f"emergence: no curve of task {task!r} has a largest-step share (needs 3 models)")
     n_rows = max(rows.height, pairs.height, 4)
@@ -386,20 +411,18 @@ def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, 
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=8)
         ax.invert_yaxis()
-    _suptitle(fig, f"Task: {task} — is the jump made by the metric, or do the models change too?", fontsize=11)
+    _suptitle(fig, f"Task: {_label(task, formulation)} — is the jump made by the metric, or do the models change "
+                   "too?", fontsize=11)
     return fig
 
 
 def item_correlation_histograms(item_correlations: pl.DataFrame, trends: pl.DataFrame | None = None,
-                                task: str | None = None) -> Figure:
+                                task: str | None = None, formulation: str | None = None) -> Figure:
     """Per metric, the histogram of per-item Spearman correlations of the item's score with scale (Schaeffer et al.
     2024): an average can rise while few items do. Solid line: mean; dashed: median."""
     item_correlations = validate(item_correlations, ITEM_CORRELATIONS, "item_correlations")
-    tasks = item_correlations["task"].unique(maintain_order=True).to_list()
-    task = task if task is not None else (tasks[0] if len(tasks) == 1 else None)
-    if task is None or task not in tasks:
-        raise ValueError(f"task: choose one of {tasks} with task=")
-    rows = item_correlations.filter((pl.col("task") == task) & pl.col("spearman").is_not_null())
+    rows, task, formulation = _pick(item_correlations, task, formulation, "item_correlations")
+    rows = rows.filter(pl.col("spearman").is_not_null())
     names = rows.select("metric", "kind").unique().sort("kind", "metric").rows()
     if not names:
         raise ValueError(f"item_correlations: no defined per-item correlation in task {task!r}")
@@ -421,24 +444,24 @@ def item_correlation_histograms(item_correlations: pl.DataFrame, trends: pl.Data
         ax.remove()
     fig.supxlabel("Spearman ρ of an item's score with scale, across models (oriented: > 0 = improves)", fontsize=9)
     fig.supylabel("items", fontsize=9)
-    _suptitle(fig, f"Task: {task} — per-item correlations with scale (solid: mean, dashed: median; items with the "
+    _suptitle(fig, f"Task: {_label(task, formulation)} — per-item correlations with scale (solid: mean, dashed: median; items with the "
                  "same score for every model are left out)", fontsize=10)
     return fig
 
 
 def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = None, task: str | None = None,
-                            metrics: Sequence[str] | None = None) -> Figure:
+                            metrics: Sequence[str] | None = None, formulation: str | None = None) -> Figure:
     """Every metric's curve drawn separately for each difficulty slice (Wu & Lo 2025), easiest to hardest, with
     bootstrap bands; panel titles name the slices flagged U-shaped, inverted-U or inverse-scaling in `trends`."""
     slices = validate(slices, {**METRICS, "slice": pl.String, "difficulty_metric": pl.String}, "slices")
-    rows, task = _select_task(slices, task)
+    rows, task, formulation = _select_task(slices, task, formulation)
     names = metrics or rows.unique("metric", maintain_order=True).sort("kind", maintain_order=True)["metric"].to_list()
     labels = rows["slice"].unique(maintain_order=True).to_list()
     labels.sort(key=lambda label: int(label[1:].split()[0]))
     flags: dict[str, list[str]] = {}
     if trends is not None:
         trends = validate(trends, TRENDS, "trends")
-        for r in trends.filter((pl.col("task") == task) & (pl.col("slice") != "all")).iter_rows(named=True):
+        for r in _pick(trends, task, formulation, "trends")[0].filter(pl.col("slice") != "all").iter_rows(named=True):
             flag = r["shape"] or ("inverse scaling" if r["inverse_scaling"] else None)
             if flag:
                 flags.setdefault(r["metric"], []).append(f"{r['slice'].split()[0]}: {flag}")
@@ -465,8 +488,62 @@ def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = 
     handles, legend_labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, legend_labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     difficulty = rows["difficulty_metric"][0]
-    _suptitle(fig, f"Task: {task} — curves by item difficulty (items cut into {len(labels)} equal groups by their "
+    _suptitle(fig, f"Task: {_label(task, formulation)} — curves by item difficulty (items cut into {len(labels)} equal groups by their "
                  f"{difficulty} on the smaller half of the ladder; band: {BAND_LABEL})", fontsize=10)
+    return fig
+
+
+def formulation_curves(metrics: pl.DataFrame, task: str, names: Sequence[str] | None = None) -> Figure:
+    """One task posed several ways: per metric (sharp beside smooth), one curve per formulation with its bootstrap
+    band, and the spread across formulations at each scale (min to max of their means) as a grey band. Metrics
+    shown are those every formulation has (or `names`)."""
+    metrics = validate(metrics, METRICS, "metrics")
+    rows = metrics.filter(pl.col("task") == task)
+    formulations = rows["formulation"].unique(maintain_order=True).to_list()
+    if len(formulations) < 2:
+        raise ValueError(f"formulation: task {task!r} has {len(formulations)} formulation(s); this figure needs two")
+    shared = set.intersection(*(set(rows.filter(pl.col("formulation") == f)["metric"].to_list())
+                                for f in formulations))
+    kinds = rows.unique("metric", maintain_order=True).select("metric", "kind").sort("kind", "metric")
+    chosen = [m for m, _ in kinds.iter_rows() if m in shared and (names is None or m in names)]
+    if not chosen:
+        raise ValueError(f"metrics: task {task!r} has no metric common to its formulations {formulations}")
+    x = _x_column(rows)
+    sharp = [m for m in chosen if kinds.filter(pl.col("metric") == m)["kind"][0] == SHARP]
+    smooth = [m for m in chosen if m not in sharp]
+    groups = [(SHARP_TITLE, sharp, SHARP_COLOR), (SMOOTH_TITLE, smooth, SMOOTH_COLOR)]
+    groups = [g for g in groups if g[1]]
+    nrows = min(3, max(len(g[1]) for g in groups))
+    ncols = [math.ceil(len(g[1]) / nrows) for g in groups]
+    fig = Figure(figsize=(PANEL_W * sum(ncols) + 0.4 * len(groups), PANEL_H * nrows + 1.6), layout="constrained")
+    subfigs = fig.subfigures(1, len(groups), width_ratios=ncols, squeeze=False)[0]
+    palette = colormaps["tab10"](np.arange(len(formulations)) % 10)
+    for sub, (title, group, color) in zip(subfigs, groups, strict=True):
+        sub.suptitle(title, color=color, fontsize=11, fontweight="bold")
+        axes = list(sub.subplots(nrows, math.ceil(len(group) / nrows), sharex=True, squeeze=False).flat)
+        for ax, metric in zip(axes, group, strict=False):
+            part = rows.filter(pl.col("metric") == metric)
+            spread = part.group_by(x).agg(pl.col("mean").min().alias("low"), pl.col("mean").max().alias("high"),
+                                          pl.col("formulation").n_unique().alias("n")).filter(
+                pl.col("n") == len(formulations)).sort(x)
+            if spread.height > 1:
+                ax.fill_between(spread[x].to_numpy(), spread["low"].to_numpy(), spread["high"].to_numpy(),
+                                color="#999999", alpha=0.25, linewidth=0, gid=f"{metric}:spread")
+            for f, fcolor in zip(formulations, palette, strict=True):
+                _curve(ax, part.filter(pl.col("formulation") == f).sort(x), metric, fcolor, f, gid=f"{metric}:{f}")
+            ax.set_ylabel(y_label(metric, _direction(part, metric)), fontsize=8)
+            ax.set_title(metric, fontsize=9)
+            ax.tick_params(labelsize=8)
+        for ax in axes[len(group):]:
+            ax.remove()
+        for ax in axes[: len(group)][-min(len(group), math.ceil(len(group) / nrows)):]:
+            ax.set_xlabel(x_label(rows), fontsize=8)
+            ax.xaxis.set_tick_params(labelbottom=True)
+    handles = [Line2D([], [], color=c, marker="o", label=f) for f, c in zip(formulations, palette, strict=True)]
+    handles.append(Patch(color="#999999", alpha=0.25, label="spread across formulations"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    _suptitle(fig, f"Task: {task} — the same items posed {len(formulations)} ways (coloured bands: bootstrap CI of "
+                   "each formulation)", fontsize=11)
     return fig
 
 

@@ -427,6 +427,7 @@ def _cross(x0, f0, x1, f1, level):
 #: fits.parquet: one row per (task, metric, shape). Locations are on the scale axis (10**t), not in log10 units.
 FITS: dict[str, pl.DataType] = {
     "task": pl.String,
+    "formulation": pl.String,
     "metric": pl.String,
     "kind": pl.String,
     "direction": pl.String,
@@ -472,7 +473,8 @@ def fit_table(curves: Sequence[Curves]) -> pl.DataFrame:
             y, se = c.means[m, keep], np.nan_to_num(se_all[m, keep])
             span = float(np.ptp(y)) if y.size else 0.0
             floor = float(c.granularity[m]) if c.granularity[m] > 0 else 1e-9 * (span or 1.0)
-            base = {"task": c.task, "metric": name, "kind": c.info[m].kind, "direction": c.info[m].direction,
+            base = {"task": c.task, "formulation": c.formulation, "metric": name, "kind": c.info[m].kind,
+                    "direction": c.info[m].direction,
                     "x_axis": c.x_name}
             if keep.sum() < np.isfinite(c.means[m]).sum():
                 reason = f"the scale axis {c.x_name!r} has values <= 0, so no log-scale fit"
@@ -494,4 +496,4 @@ def fit_table(curves: Sequence[Curves]) -> pl.DataFrame:
     if not rows:
         return pl.DataFrame(schema=FITS)
     table = pl.DataFrame(rows, schema=FITS).with_columns(pl.col(pl.Float64).fill_nan(None))
-    return table.sort("task", "metric", "shape")
+    return table.sort("task", "formulation", "metric", "shape")

@@ -79,7 +79,7 @@ def settings_difference(a: str, b: str) -> str:
     return ", ".join(f"{k}: {da.get(k)} vs {db.get(k)}" for k in keys) or "none"
 
 
-def _several(frame: pl.DataFrame, key: str, value: str) -> pl.DataFrame:
+def _several(frame: pl.DataFrame, key: str | list[str], value: str) -> pl.DataFrame:
     """Rows (key, values) for each key holding more than one distinct value."""
     return (
         frame.group_by(key)
@@ -93,7 +93,7 @@ def check_provenance(scores: pl.DataFrame | None, generations: pl.DataFrame | No
     """Refuse a folder whose tables mix what must not be compared (module docstring), naming the first problem."""
     tables = [(t, name) for t, name in ((scores, SCORES_FILE), (generations, GENERATIONS_FILE)) if t is not None]
     for table, name in tables:
-        keys = ["model", "task", "item_id"] + (["choice"] if name == SCORES_FILE else [])
+        keys = ["model", "task", "formulation", "item_id"] + (["choice"] if name == SCORES_FILE else [])
         repeated = table.group_by(keys).len().filter(pl.col("len") > 1)
         if repeated.height:
             first = repeated.row(0, named=True)
@@ -103,11 +103,11 @@ def check_provenance(scores: pl.DataFrame | None, generations: pl.DataFrame | No
         if len(configs) > 1:
             raise FolderError(f"{folder / name}: rows scored under different settings "
                               f"({settings_difference(configs[0], configs[1])}); {RESCORE_FIX}")
-        counts = table.group_by("task", "model").len()
-        uneven = _several(counts, "task", "len")
+        counts = table.group_by("task", "formulation", "model").len()
+        uneven = _several(counts, ["task", "formulation"], "len")
         if uneven.height:
-            task = uneven.row(0, named=True)["task"]
-            per_model = counts.filter(pl.col("task") == task).sort("model")
+            task, formulation = uneven.row(0, named=True)["task"], uneven.row(0, named=True)["formulation"]
+            per_model = counts.filter((pl.col("task") == task) & (pl.col("formulation") == formulation)).sort("model")
             shown = ", ".join(f"{m}: {n}" for m, n in per_model.select("model", "len").iter_rows())
             raise FolderError(f"{folder / name}: task {task!r} has a different number of rows per model ({shown}), "
                               f"so some results are incomplete; {RESCORE_FIX}")
@@ -119,15 +119,18 @@ def check_provenance(scores: pl.DataFrame | None, generations: pl.DataFrame | No
             if shared:
                 raise FolderError(f"{folder}: {SCORES_FILE} and {GENERATIONS_FILE} were written under different "
                                   f"settings ({', '.join(f'{k}: {da[k]} vs {db[k]}' for k in shared)}); {RESCORE_FIX}")
-    both = pl.concat([t.select("model", "task", "model_fingerprint", "task_hash") for t, _ in tables]) if tables else None
+    both = pl.concat([t.select("model", "task", "formulation", "model_fingerprint", "task_hash") for t, _ in tables]
+                     ) if tables else None
     if both is None or both.is_empty():
         return
-    for key, value, what in (("model", "model_fingerprint", "checkpoints (model_fingerprint"),
-                             ("task", "task_hash", "versions of its task file (task_hash")):
+    for key, value, what in ((["model"], "model_fingerprint", "checkpoints (model_fingerprint"),
+                             (["task", "formulation"], "task_hash", "versions of its task file (task_hash")):
         several = _several(both, key, value)
         if several.height:
             row = several.row(0, named=True)
-            raise FolderError(f"{folder}: {key} {row[key]!r} has results of {len(row[value])} different {what} "
+            name = f"model {row['model']!r}" if key == ["model"] else \
+                f"task {row['task']!r}" + (f" ({row['formulation']})" if row["formulation"] != "default" else "")
+            raise FolderError(f"{folder}: {name} has results of {len(row[value])} different {what} "
                               f"{', '.join(row[value])}); {RESCORE_FIX}")
 
 

@@ -25,8 +25,12 @@ MODEL_COLUMNS: dict[str, pl.DataType] = {
 MULTIPLE_CHOICE = "multiple_choice"
 GENERATIVE = "generative"
 
-#: Columns added to each model's rows by `logprob.run`, which alone knows the model and the task.
-RUN_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "task")
+#: How a task's items were posed (logprob/formulations.py): the task as written is DEFAULT_FORMULATION. Every table
+#: keys its rows by (task, formulation), and every statistic is computed per (task, formulation, metric).
+DEFAULT_FORMULATION = "default"
+
+#: Columns added to each model's rows by `logprob.run`, which alone knows the model, the task and its formulation.
+RUN_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "task", "formulation")
 
 #: One item of one model: the window every per-item metric is computed over.
 ITEM_KEYS: list[str] = [*RUN_COLUMNS, "item_id"]
@@ -51,6 +55,7 @@ PROVENANCE: dict[str, pl.DataType] = {
 SCORES: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
     "task": pl.String,
+    "formulation": pl.String,
     "item_id": pl.String,
     "item_kind": pl.String,  # MULTIPLE_CHOICE or GENERATIVE
     "choice": pl.Int32,  # index of the choice (or reference) within the item, 0-based
@@ -71,6 +76,7 @@ SCORES: dict[str, pl.DataType] = {
 GENERATIONS: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
     "task": pl.String,
+    "formulation": pl.String,
     "item_id": pl.String,
     "prediction": pl.String,  # greedy continuation, cut at the stop sequence
     "n_generated_tokens": pl.Int32,
@@ -88,6 +94,7 @@ GENERATIONS: dict[str, pl.DataType] = {
 ITEM_METRICS: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
     "task": pl.String,
+    "formulation": pl.String,
     "item_id": pl.String,
     "metric": pl.String,
     "value": pl.Float64,
@@ -98,6 +105,7 @@ ITEM_METRICS: dict[str, pl.DataType] = {
 METRICS: dict[str, pl.DataType] = {
     **MODEL_COLUMNS,
     "task": pl.String,
+    "formulation": pl.String,
     "metric": pl.String,
     "taxonomy": pl.String,  # "discontinuous", "nonlinear" or "continuous" (metrics.registry)
     "kind": pl.String,  # "sharp" or "smooth", derived from taxonomy
@@ -112,6 +120,7 @@ METRICS: dict[str, pl.DataType] = {
 #: with a percentile-bootstrap interval (null without item-level replicates); see metrics/emergence.py.
 EMERGENCE: dict[str, pl.DataType] = {
     "task": pl.String,
+    "formulation": pl.String,
     "metric": pl.String,
     "taxonomy": pl.String,
     "kind": pl.String,
@@ -162,6 +171,9 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) ->
     """Check that `frame` has every column of `schema`, and return it with each of those columns in the schema's
     dtype; extra columns are kept as they are.
 
+    A table without the `formulation` column that the schema has (one built before formulations, or by hand), or
+    with nulls in it, gets DEFAULT_FORMULATION there: its tasks are taken as written.
+
     Numeric widths are converted, never refused, so a table built elsewhere need not match scalelens's storage
     choices: any signed or unsigned integer becomes the schema's integer dtype when every value fits (a value that
     does not is an error naming the column), any integer or float becomes the schema's float dtype (Float64 stored
@@ -179,6 +191,11 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) ->
     ...
     ValueError: toy: column 'model' must have dtype String, found Int64
     """
+    if "formulation" in schema and "task" in frame.columns:  # a table of tasks as written, or built by hand
+        if "formulation" not in frame.columns:
+            frame = frame.with_columns(pl.lit(DEFAULT_FORMULATION).alias("formulation"))
+        elif frame["formulation"].null_count():
+            frame = frame.with_columns(pl.col("formulation").cast(pl.String).fill_null(DEFAULT_FORMULATION))
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise ValueError(f"{table}: missing column(s) {missing}; found {frame.columns}")

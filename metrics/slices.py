@@ -94,10 +94,10 @@ def difficulty_slices(curves: Curves, k: int = DEFAULT_SLICES) -> tuple[str | No
 SLICES: dict[str, pl.DataType] = {**METRICS_TABLE, "slice": pl.String, "difficulty_metric": pl.String}
 
 
-def slice_table(slices: list[Curves], difficulty: dict[str, str]) -> pl.DataFrame:
+def slice_table(slices: list[Curves], difficulty: dict[tuple[str, str], str]) -> pl.DataFrame:
     """SLICES rows: each slice's metric table, with its label and the task's difficulty metric."""
     parts = [metric_table([c]).with_columns(pl.lit(c.slice).alias("slice"),
-                                            pl.lit(difficulty[c.task]).alias("difficulty_metric"))
+                                            pl.lit(difficulty[(c.task, c.formulation)]).alias("difficulty_metric"))
              for c in slices]
     if not parts:
         return pl.DataFrame(schema=SLICES)

@@ -131,7 +131,7 @@ def exact_match(generations: pl.DataFrame, config: ExactMatchConfig = ExactMatch
     """`exact_match` per item: 1.0 if the normalised prediction equals any normalised reference (ITEM_METRICS).
 
     >>> g = pl.DataFrame({"model": ["m"], "params": [2], "non_embedding_params": [1], "task": ["t"],
-    ...     "item_id": ["i"], "prediction": ["Paris!"], "n_generated_tokens": [1], "generated_token_ids": [[5]],
+    ...     "formulation": ["default"], "item_id": ["i"], "prediction": ["Paris!"], "n_generated_tokens": [1], "generated_token_ids": [[5]],
     ...     "prediction_token_ids": [[5]], "references": [["paris", "Lyon"]], "reference_token_ids": [[[5], [6]]],
     ...     "stop_reason": ["eos"], "n_truncated": [0]}, schema=GENERATIONS)
     >>> exact_match(g, ExactMatchConfig(ignore_case=True, ignore_punctuation=True))["value"].to_list()

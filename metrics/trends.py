@@ -53,6 +53,7 @@ MIN_MODELS_QUADRATIC = 4
 #: trends.parquet: one row per (task, slice, metric).
 TRENDS: dict[str, pl.DataType] = {
     "task": pl.String,
+    "formulation": pl.String,
     "slice": pl.String,  # "all" items, or a difficulty slice (metrics/slices.py)
     "metric": pl.String,
     "kind": pl.String,
@@ -80,6 +81,7 @@ TRENDS: dict[str, pl.DataType] = {
 #: item_correlations.parquet: one row per (task, metric, item).
 ITEM_CORRELATIONS: dict[str, pl.DataType] = {
     "task": pl.String,
+    "formulation": pl.String,
     "metric": pl.String,
     "kind": pl.String,
     "item_id": pl.String,
@@ -179,7 +181,8 @@ def _rows_for(c: Curves, item_summary: pl.DataFrame) -> list[dict]:
                 else NO_TREND
             summary = item_summary.filter(pl.col("metric") == c.metrics[r])
             rows.append({
-                "task": c.task, "slice": c.slice, "metric": c.metrics[r], "kind": c.info[r].kind,
+                "task": c.task, "formulation": c.formulation, "slice": c.slice, "metric": c.metrics[r],
+                "kind": c.info[r].kind,
                 "direction": c.info[r].direction, "n_models": n, "spearman": rho[j], "spearman_ci_low": rho_low[j],
                 "spearman_ci_high": rho_high[j], "spearman_p": rho_p[j], "trend": trend if np.isfinite(rho[j]) else None,
                 "inverse_scaling": bool(trend == FALLING) if np.isfinite(rho[j]) else None,
@@ -227,6 +230,7 @@ def item_correlations(curves: Sequence[Curves]) -> pl.DataFrame:
         N = len(c.item_ids)
         parts.append(pl.DataFrame({
             "task": [c.task] * (len(names) * N),
+            "formulation": [c.formulation] * (len(names) * N),
             "metric": np.repeat(np.array(names, dtype=object), N).tolist(),
             "kind": np.repeat(np.array(kinds, dtype=object), N).tolist(),
             "item_id": list(c.item_ids) * len(names),
@@ -242,7 +246,8 @@ def item_correlations(curves: Sequence[Curves]) -> pl.DataFrame:
 def _item_summary(correlations: pl.DataFrame, c: Curves) -> pl.DataFrame:
     """Per metric: the distribution of the per-item correlations of `c`'s items (a slice holds a subset)."""
     rho = pl.col("spearman").drop_nulls()
-    mine = correlations.filter((pl.col("task") == c.task) & pl.col("item_id").is_in(list(c.item_ids)))
+    mine = correlations.filter((pl.col("task") == c.task) & (pl.col("formulation") == c.formulation)
+                               & pl.col("item_id").is_in(list(c.item_ids)))
     return mine.group_by("metric").agg(
         rho.mean().alias("item_rho_mean"),
         rho.median().alias("item_rho_median"),
@@ -262,4 +267,4 @@ def trend_table(curves: Sequence[Curves], correlations: pl.DataFrame | None = No
     if not rows:
         return pl.DataFrame(schema=TRENDS)
     table = pl.DataFrame(rows, schema=TRENDS).with_columns(pl.col(pl.Float64).fill_nan(None))
-    return table.sort("task", "slice", "metric")
+    return table.sort("task", "formulation", "slice", "metric")

@@ -254,7 +254,7 @@ def test_bpe_generation_equal_to_its_reference_has_token_edit_distance_zero():
     # the comparable ids: the prediction encoded by the same rule as the reference
     assert row["prediction_token_ids"] == row["reference_token_ids"][0]
     gens = out.with_columns(model=pl.lit("script"), params=pl.lit(0), non_embedding_params=pl.lit(0),
-                            task=pl.lit("emoji_movie"))
+                            task=pl.lit("emoji_movie"), formulation=pl.lit("default"))
     distances = edit_distances(gens.select(list(GENERATIONS)))
     value = dict(zip(distances["metric"], distances["value"]))
     assert value["token_edit_distance"] == 0.0 and value["char_edit_distance"] == 0.0

@@ -308,11 +308,11 @@ def read_inputs(paths: Sequence[Path], config: AnalyzeConfig = AnalyzeConfig()) 
     generations = pl.concat(generation_parts, how="diagonal_relaxed") if generation_parts else pl.DataFrame()
     size_columns = models.select("model", "params", "non_embedding_params")
     if scores.height:
-        scores = validate(scores.filter(pl.col("model").is_in(kept)).join(size_columns, on="model")
-                          .select(list(SCORES)), SCORES, "scores")
+        scores = validate(scores.filter(pl.col("model").is_in(kept)).join(size_columns, on="model"), SCORES,
+                          "scores").select(list(SCORES))
     if generations.height:
-        generations = validate(generations.filter(pl.col("model").is_in(kept)).join(size_columns, on="model")
-                               .select(list(GENERATIONS)), GENERATIONS, "generations")
+        generations = validate(generations.filter(pl.col("model").is_in(kept)).join(size_columns, on="model"),
+                               GENERATIONS, "generations").select(list(GENERATIONS))
     aggregate = pl.DataFrame(agg_rows, infer_schema_length=None) if agg_rows else pl.DataFrame()
     extra_info: dict[str, MetricInfo] = {}
     if aggregate.height:
