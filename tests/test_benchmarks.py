@@ -11,6 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu  # noqa: E402
+import report_speed  # noqa: E402
 import throughput  # noqa: E402
 
 #: A micro GPT-NeoX; a large init spread makes the model's preferences sharp enough that greedy choices exist.
@@ -71,3 +72,18 @@ def test_bare_arithmetic_runs_each_context_once_and_scores_every_continuation_to
         assert n_scored == sum(len(tokenizer(ctx + c)["input_ids"]) - len(ctx_ids) for c in conts)
         assert len(ids) == len(ctx_ids) + n_scored
     assert throughput.load_method("bare", path, 0)(w) == []
+
+
+def test_report_speed_builds_tables_the_analysis_accepts(tmp_path):
+    """The report benchmark's synthetic inputs pass the schemas and carry the sizes it reports (no timing)."""
+    import numpy as np
+
+    from metrics.folder import read_run_folder
+    from metrics.schema import ITEM_METRICS, validate
+
+    items = validate(report_speed.synthetic_item_metrics(30, np.random.default_rng(0)), ITEM_METRICS, "items")
+    assert items["metric"].n_unique() == 20 and items["model"].n_unique() == len(report_speed.SIZES)
+    assert items.height == 20 * 30 * len(report_speed.SIZES)
+    report_speed.synthetic_run_folder(tmp_path, 30, np.random.default_rng(0))
+    scores, _ = read_run_folder(tmp_path)
+    assert scores.height == len(report_speed.SIZES) * 30 * 4
