@@ -216,7 +216,8 @@ def cmd_ladder_train(args) -> int:
                 tasks[model] = bar.add_task(model, total=total)
             bar.update(tasks[model], completed=step, description=f"{model} loss {loss:.3f}")
 
-        manifest = train_ladder(Path(args.out), seed=args.seed, progress=progress, threads=args.threads)
+        manifest = train_ladder(Path(args.out), seed=args.seed, progress=progress, threads=args.threads,
+                                scratchpad=args.scratchpad)
     console.print(f"wrote {len(manifest['models'])} models and manifest.json to {args.out}")
     return 0
 
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="folder for the checkpoints and manifest.json")
     t.add_argument("--seed", type=int, default=0, help="training seed (the held-out problems keep their own seed)")
     t.add_argument("--threads", type=int, default=1, help="torch threads; the shipped ladder was trained with 1")
+    t.add_argument("--scratchpad", action="store_true",
+                   help="train the scratchpad family: the same sizes on addition with its column-by-column working "
+                        "written before the answer")
     t.set_defaults(func=cmd_ladder_train)
     return parser
 

@@ -1,5 +1,7 @@
-"""The built-in model ladder: small Llama LMs trained here on fixed-width addition, shipped with their task files,
-so `scalelens demo` can show a sharp metric jumping while smooth ones improve steadily (see `data` for formats)."""
+"""The built-in model ladders: small Llama LMs trained here on fixed-width addition, shipped with their task files,
+so `scalelens demo` can show a sharp metric jumping while smooth ones improve steadily. Two families of the same
+sizes: the direct ladder (`LADDER_DIR`, answer right after the prompt; formats in `data`) and the scratchpad ladder
+(`SCRATCHPAD_LADDER_DIR`, column-by-column working before the answer; format in `scratchpad`)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,23 @@ from pathlib import Path
 from logprob.ladder.train import train_ladder
 
 LADDER_DIR = Path(__file__).parent / "models"
+SCRATCHPAD_LADDER_DIR = Path(__file__).parent / "models_scratchpad"
 TASKS_DIR = Path(__file__).parent / "tasks"
 ADDITION_MC_TASK = TASKS_DIR / "addition_mc.jsonl"
 ADDITION_GEN_TASK = TASKS_DIR / "addition_gen.jsonl"
+#: The direct generative task's problems and ids, with the scratchpad and answer as reference (`scratchpad`).
+ADDITION_SCRATCHPAD_GEN_TASK = TASKS_DIR / "addition_scratchpad_gen.jsonl"
 
-__all__ = ["ADDITION_GEN_TASK", "ADDITION_MC_TASK", "LADDER_DIR", "TASKS_DIR", "load_manifest", "train_ladder"]
+__all__ = [
+    "ADDITION_GEN_TASK",
+    "ADDITION_MC_TASK",
+    "ADDITION_SCRATCHPAD_GEN_TASK",
+    "LADDER_DIR",
+    "SCRATCHPAD_LADDER_DIR",
+    "TASKS_DIR",
+    "load_manifest",
+    "train_ladder",
+]
 
 
 def load_manifest(path: str | Path = LADDER_DIR) -> dict:

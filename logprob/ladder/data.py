@@ -110,15 +110,16 @@ def training_batches(seed: int, batch_size: int, heldout: list[tuple[int, int]])
             yield pairs
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character (digits, '+', '=', space, newline) plus pad/bos/eos/unk. No special token is added
-    on encoding, so `tokenizer(text).input_ids` is the characters' ids whatever `add_special_tokens` says.
+def build_tokenizer(characters: tuple[str, ...] = CHARACTERS, max_length: int = 4 * SEQ_LEN) -> PreTrainedTokenizerFast:
+    """One token per character (by default digits, '+', '=', space, newline) plus pad/bos/eos/unk, in that order
+    after the four special tokens. No special token is added on encoding, so `tokenizer(text).input_ids` is the
+    characters' ids whatever `add_special_tokens` says.
 
     >>> tok = build_tokenizer()
     >>> tok.convert_ids_to_tokens(tok("12+3=").input_ids)
     ['1', '2', '+', '3', '=']
     """
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + CHARACTERS)}
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + tuple(characters))}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")  # every character its own word
     backend.decoder = decoders.Fuse()  # decoding joins characters without spaces
@@ -129,21 +130,35 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         unk_token="<unk>",
         clean_up_tokenization_spaces=False,
-        model_max_length=4 * SEQ_LEN,
+        model_max_length=max_length,
     )
 
 
 def encode_training(pairs: np.ndarray, vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """(B, 2) problems → input ids (B, SEQ_LEN) and labels (B, SEQ_LEN): the answer's ids (newline included) and
     -100 on the prompt, in the HF convention (labels[t] is the token at t; the model shifts them itself)."""
-    lookup = np.zeros(128, dtype=np.int64)  # ASCII code → token id
-    for char in CHARACTERS:
-        lookup[ord(char)] = vocab[char]
     text = "".join(prompt(a, b) + answer(a, b) + "\n" for a, b in pairs.tolist())
-    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(len(pairs), SEQ_LEN)  # (B, T)
+    return encode_text(text, len(pairs), SEQ_LEN, SEQ_LEN - ANSWER_DIGITS - 1, vocab, CHARACTERS)
+
+
+def encode_text(
+    text: str, rows: int, seq_len: int, prompt_len: int, vocab: dict[str, int], characters: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` fixed-width sequences of `seq_len` characters, concatenated in `text` → ids (rows, seq_len) and labels
+    (rows, seq_len) with the first `prompt_len` positions -100 (the prompt is not learned).
+
+    >>> chars = tuple("0123456789=")
+    >>> ids, labels = encode_text("12=345=6", 2, 4, 3, {c: i for i, c in enumerate(chars)}, chars)
+    >>> ids.tolist(), labels.tolist()
+    ([[1, 2, 10, 3], [4, 5, 10, 6]], [[-100, -100, -100, 3], [-100, -100, -100, 6]])
+    """
+    lookup = np.zeros(128, dtype=np.int64)  # ASCII code → token id
+    for char in characters:
+        lookup[ord(char)] = vocab[char]
+    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(rows, seq_len)  # (B, T)
     ids = lookup[codes]  # (B, T)
     labels = ids.copy()  # (B, T)
-    labels[:, : SEQ_LEN - ANSWER_DIGITS - 1] = -100  # prompt "dddd+dddd=" is not learned
+    labels[:, :prompt_len] = -100  # the prompt "dddd+dddd=" is not learned
     return ids, labels
 
 

@@ -1,4 +1,6 @@
-"""Train the built-in ladder: Llama-architecture causal LMs of growing size on `data`'s addition problems.
+"""Train the built-in ladders: Llama-architecture causal LMs of growing size on `data`'s addition problems, written
+directly (`DIRECT`: the answer after the prompt) or with a scratchpad (`SCRATCHPAD`: the column-by-column working,
+then the answer; `scratchpad`). Both families share sizes, seeds, training problems and held-out problems.
 
 Everything is seeded (torch.manual_seed per model, numpy data streams from `data.DATA_SEED`), so on one machine
 and one thread count `train_ladder` reproduces the same weights bit for bit.
@@ -14,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from logprob.ladder import data
+from logprob.ladder import data, scratchpad
 from logprob.model import count_parameters
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,23 @@ DEFAULT_SIZES: tuple[LadderSize, ...] = (
     LadderSize("ladder-05", d_model=40, n_layers=2, n_heads=4, d_ff=160, steps=1500, lr=3e-3),
     LadderSize("ladder-06", d_model=64, n_layers=3, n_heads=4, d_ff=256, steps=1500, lr=3e-3),
     LadderSize("ladder-07", d_model=128, n_layers=3, n_heads=4, d_ff=512, steps=1500, lr=2e-3),
+)
+# The scratchpad family: the same rungs (architecture, steps, batch, learning rate), seeds and problems, named apart
+# so that both families can be scored in one run folder. One format was designed before training (`scratchpad`:
+# 41 tokens a problem against the direct 16; each column's digits and carry in are copied into its group, as Nye et
+# al. write them, so every step reads only its own group and the one to its left) and shipped as it trained the
+# first time: no other format was tried, nothing was tuned on these results. Measured with seed 0 and one thread
+# on 2 cores shared with other jobs (1-minute load average 1.0-2.95, mean 2.0, sampled every 30 s): 1481 s of
+# training, 1501 s wall with the held-out evaluation. Final-answer exact match (greedy), scratchpad (direct):
+# 1k 0.000 (0.003), 4k 0.000 (0.000), 19k 0.823 (0.003), 25k 0.825 (0.005), 33k 1.000 (0.745), 51k 0.998 (0.990),
+# 197k 1.000 (1.000), 787k 1.000 (0.998). Seeds 1 and 2 (not shipped, rungs 4k-51k, direct also 197k), to see
+# whether one rung's difference is the seed's: scratchpad 4k 0.000/0.000, 19k 0.008/0.018, 25k 0.000/0.925,
+# 33k 1.000/0.925, 51k 0.998/1.000; direct 4k 0.003/0.005, 19k 0.003/0.005, 25k 0.003/0.000, 33k 0.000/0.000,
+# 51k 0.005/0.990, 197k 1.000/1.000. Exact match reaches 0.5 at 19k/33k/25k (seeds 0/1/2) with a scratchpad and at
+# 33k/197k/51k without; 0.9 at 33k/33k/25k and 51k/197k/51k. The escape from the plateau is seed-dependent in both
+# families, but in every seed the scratchpad family escapes one or two rungs earlier.
+SCRATCHPAD_SIZES: tuple[LadderSize, ...] = tuple(
+    replace(s, name=s.name.replace("ladder", "scratchpad")) for s in DEFAULT_SIZES
 )
 
 
@@ -149,6 +168,113 @@ def evaluate_heldout(
     }
 
 
+@torch.no_grad()
+def greedy_continuations(model: LlamaForCausalLM, prompts: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """(B, P) prompt ids, all of one length → (B, n_tokens) ids chosen by argmax at every step (the whole sequence
+    is re-run each step: no cache, no generation config, nothing but argmax)."""
+    ids = prompts  # (B, P)
+    for _ in range(n_tokens):
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits  # (B, 1, V): the next token's
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)  # (B, P + step + 1)
+    return ids[:, prompts.shape[1] :]  # (B, n_tokens)
+
+
+#: What each held-out number of the scratchpad family means (recorded in its manifest).
+SCRATCHPAD_HELDOUT_METRICS = {
+    "exact_match": "greedy generation from the prompt (scratchpad, then answer), cut at the first newline; the "
+    f"final answer extracted by {scratchpad.ANSWER_PATTERN!r} equals the sum (no answer found counts as wrong)",
+    "generation_matches_reference": "the greedy generation, cut at the first newline, is exactly the reference "
+    "scratchpad, ';' and answer",
+    "extraction_failures": "share of greedy generations with no final answer for the pattern",
+    "token_accuracy": "teacher-forced on the full target (scratchpad, ';', answer; no newline) after the prompt: "
+    "share of its tokens that are the argmax",
+    "token_logprob": "teacher-forced on the full target: mean log-probability per token",
+    "answer_exact_match": "teacher-forced on the answer digits alone, given the prompt and the reference "
+    "scratchpad and ';': every answer digit is the argmax",
+    "answer_token_accuracy": "the same answer digits: share that are the argmax",
+    "answer_token_logprob": "the same answer digits: mean log-probability per token",
+}
+
+
+@torch.no_grad()
+def evaluate_scratchpad_heldout(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, problems: Sequence[tuple[int, int]]
+) -> dict[str, float]:
+    """The scratchpad family's held-out scores, `SCRATCHPAD_HELDOUT_METRICS`; each a mean over problems (the
+    per-token ones first averaged within each problem, as `evaluate_heldout`)."""
+    vocab = tokenizer.get_vocab()
+    n_prompt, n_target, n_answer = scratchpad.PROMPT_LEN, scratchpad.TARGET_LEN, data.ANSWER_DIGITS
+    per_problem: dict[str, list[torch.Tensor]] = {k: [] for k in SCRATCHPAD_HELDOUT_METRICS}
+    for start in range(0, len(problems), EVAL_BATCH):
+        chunk = problems[start : start + EVAL_BATCH]
+        texts = [data.prompt(a, b) + scratchpad.target(a, b) for a, b in chunk]
+        ids = torch.tensor([[vocab[c] for c in text] for text in texts])  # (B, T): prompt + target, T = 40
+        logp = model(input_ids=ids, use_cache=False).logits.float()[:, :-1].log_softmax(-1)  # (B, T-1, V)
+        tok_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1): position t scores token t+1
+        hit = logp.argmax(-1) == ids[:, 1:]  # (B, T-1)
+        full, ans = tok_logp[:, n_prompt - 1 :], tok_logp[:, -n_answer:]  # (B, n_target), (B, n_answer)
+        full_hit, ans_hit = hit[:, n_prompt - 1 :], hit[:, -n_answer:]  # same shapes
+        per_problem["token_accuracy"].append(full_hit.float().mean(-1))  # (B,)
+        per_problem["token_logprob"].append(full.mean(-1))  # (B,)
+        per_problem["answer_exact_match"].append(ans_hit.all(-1).float())  # (B,)
+        per_problem["answer_token_accuracy"].append(ans_hit.float().mean(-1))  # (B,)
+        per_problem["answer_token_logprob"].append(ans.mean(-1))  # (B,)
+
+        out = greedy_continuations(model, ids[:, :n_prompt], n_target + 1)  # (B, n_target + 1): room for "\n"
+        generations = [tokenizer.decode(row).split("\n", 1)[0] for row in out.tolist()]
+        answers = [scratchpad.extract_answer(g) for g in generations]
+        per_problem["exact_match"].append(
+            torch.tensor([found == data.answer(a, b) for found, (a, b) in zip(answers, chunk)], dtype=torch.float)
+        )
+        per_problem["generation_matches_reference"].append(
+            torch.tensor([g == text[n_prompt:] for g, text in zip(generations, texts)], dtype=torch.float)
+        )
+        per_problem["extraction_failures"].append(torch.tensor([found is None for found in answers], dtype=torch.float))
+    return {name: torch.cat(values).mean().item() for name, values in per_problem.items()}
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a ladder learns and how it is judged: its tokenizer, training encoding of a (B, 2) problem batch,
+    held-out evaluation and task files (`write_tasks(directory, data_seed)` → {task kind: path})."""
+
+    name: str
+    description: str
+    sizes: tuple[LadderSize, ...]
+    build_tokenizer: Callable[[], PreTrainedTokenizerFast]
+    encode: Callable[[np.ndarray, dict[str, int]], tuple[np.ndarray, np.ndarray]]
+    evaluate: Callable[[LlamaForCausalLM, PreTrainedTokenizerFast, Sequence[tuple[int, int]]], dict[str, float]]
+    write_tasks: Callable[[Path, int], dict[str, Path]]
+    extra: tuple[tuple[str, object], ...] = ()  # more manifest fields
+
+
+DIRECT = Family(
+    name="direct",
+    description="Llama-architecture character-level LMs trained on fixed-width addition "
+    "('0123+4567=' -> '04690\\n'); held-out scores are teacher-forced on the answer digits",
+    sizes=DEFAULT_SIZES,
+    build_tokenizer=data.build_tokenizer,
+    encode=data.encode_training,
+    evaluate=evaluate_heldout,
+    write_tasks=lambda directory, seed: dict(
+        zip(("multiple_choice", "generative"), data.write_tasks(directory, seed))
+    ),
+)
+
+SCRATCHPAD = Family(
+    name="scratchpad",
+    description="Llama-architecture character-level LMs trained on fixed-width addition written with a scratchpad, "
+    "column by column from the units: digit of a, digit of b, carry in, two-digit column total, '|'; then ';' "
+    "and the answer ('0123+4567=' -> '37010|26109|15006|04004|;04690\\n'); held-out scores in heldout_metrics",
+    sizes=SCRATCHPAD_SIZES,
+    build_tokenizer=scratchpad.build_tokenizer,
+    encode=scratchpad.encode_training,
+    evaluate=evaluate_scratchpad_heldout,
+    write_tasks=lambda directory, seed: {"generative": scratchpad.write_task(directory, seed)},
+    extra=(("answer_pattern", scratchpad.ANSWER_PATTERN), ("heldout_metrics", SCRATCHPAD_HELDOUT_METRICS)),
+)
+
+
 def train_model(
     size: LadderSize,
     tokenizer: PreTrainedTokenizerFast,
@@ -156,9 +282,10 @@ def train_model(
     seed: int,
     data_seed: int,
     on_step: Callable[[int, float], None] | None = None,
+    encode: Callable[[np.ndarray, dict[str, int]], tuple[np.ndarray, np.ndarray]] = data.encode_training,
 ) -> tuple[LlamaForCausalLM, float]:
-    """Train one rung from scratch on fresh random problems each step; returns (model, mean loss of the last 50
-    steps)."""
+    """Train one rung from scratch on fresh random problems each step, encoded by `encode`; returns (model, mean
+    loss of the last 50 steps)."""
     torch.manual_seed(seed)
     model = build_model(size, tokenizer)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -175,7 +302,7 @@ def train_model(
     for step in range(size.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, size.steps, size.lr)
-        ids, labels = (torch.from_numpy(x) for x in data.encode_training(next(stream), vocab))  # (B, T) each
+        ids, labels = (torch.from_numpy(x) for x in encode(next(stream), vocab))  # (B, T) each
         loss = model(input_ids=ids, labels=labels, use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -208,41 +335,46 @@ def _sha256(path: Path) -> str:
 def train_ladder(
     out_dir: str | Path,
     seed: int = TRAIN_SEED,
-    sizes: Sequence[LadderSize] = DEFAULT_SIZES,
+    sizes: Sequence[LadderSize] | None = None,
     progress: Callable[[str, int, int, float], None] | None = None,
     data_seed: int = data.DATA_SEED,
     tasks_dir: str | Path | None = None,
     threads: int | None = None,
+    scratchpad: bool = False,
 ) -> dict:
-    """Train every rung in `sizes`, save each to `out_dir/<name>-<N>` (safetensors + tokenizer, loadable with
-    AutoModelForCausalLM / AutoTokenizer), write the held-out task files to `tasks_dir` (default
-    `out_dir/tasks`) and `out_dir/manifest.json`; returns the manifest.
+    """Train every rung in `sizes` (default: the family's shipped sizes), save each to `out_dir/<name>-<N>`
+    (safetensors + tokenizer, loadable with AutoModelForCausalLM / AutoTokenizer), write the held-out task files to
+    `tasks_dir` (default `out_dir/tasks`) and `out_dir/manifest.json`; returns the manifest. `scratchpad` trains
+    the scratchpad family (`SCRATCHPAD`) instead of the direct one (`DIRECT`).
 
     Per model the manifest records the architecture, parameter counts (Kaplan et al. 2020: non-embedding excludes
     the tied token embedding), steps, batch, learning rate, wall and CPU seconds, the final train loss (mean of the
-    last 50 steps), the held-out scores of `evaluate_heldout` and the sha256 of model.safetensors.
+    last 50 steps), the family's held-out scores (`evaluate_heldout`, `evaluate_scratchpad_heldout`) and the sha256
+    of model.safetensors.
 
     `progress(model_name, step, total_steps, loss)` is called after every optimiser step. `threads`, if given,
     sets torch's intra-op thread count for the run (restored afterwards); results are bit-identical only for the
     same seed, data seed and thread count on the same machine.
     """
+    family = SCRATCHPAD if scratchpad else DIRECT
+    sizes = family.sizes if sizes is None else tuple(sizes)
     if not sizes:
         raise ValueError("sizes: expected at least one LadderSize, got none")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks_dir = out_dir / "tasks" if tasks_dir is None else Path(tasks_dir)
-    mc_path, gen_path = data.write_tasks(tasks_dir, data_seed)
+    task_paths = family.write_tasks(tasks_dir, data_seed)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        tokenizer = data.build_tokenizer()
+        tokenizer = family.build_tokenizer()
         heldout = data.heldout_problems(data_seed)
         entries = []
         for size in sizes:
             start, cpu_start = time.perf_counter(), time.process_time()
             on_step = None if progress is None else (lambda step, loss, s=size: progress(s.name, step, s.steps, loss))
-            model, final_loss = train_model(size, tokenizer, heldout, seed, data_seed, on_step)
+            model, final_loss = train_model(size, tokenizer, heldout, seed, data_seed, on_step, family.encode)
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             n_params, n_non_embedding = count_parameters(model)
             name = f"{size.name}-{short_count(n_non_embedding)}"
@@ -252,7 +384,7 @@ def train_ladder(
             model.save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
             weights = model_dir / "model.safetensors"
-            scores = evaluate_heldout(model, tokenizer, heldout)
+            scores = family.evaluate(model, tokenizer, heldout)
             log.info("%s: %.0f s, loss %.4f, %s", name, seconds, final_loss, scores)
             entries.append(
                 {
@@ -275,8 +407,8 @@ def train_ladder(
                 }
             )
         manifest = {
-            "description": "Llama-architecture character-level LMs trained on fixed-width addition "
-            "('0123+4567=' -> '04690\\n'); held-out scores are teacher-forced on the answer digits",
+            "description": family.description,
+            "family": family.name,
             "data_seed": data_seed,
             "train_seed": seed,
             "heldout_size": len(heldout),
@@ -286,10 +418,8 @@ def train_ladder(
             "total_train_seconds": round(sum(e["train_seconds"] for e in entries), 1),
             "total_train_cpu_seconds": round(sum(e["train_cpu_seconds"] for e in entries), 1),
             "total_weights_bytes": sum(e["weights_bytes"] for e in entries),
-            "tasks": {
-                "multiple_choice": os.path.relpath(mc_path, out_dir),
-                "generative": os.path.relpath(gen_path, out_dir),
-            },
+            "tasks": {kind: os.path.relpath(path, out_dir) for kind, path in task_paths.items()},
+            **dict(family.extra),
             "models": entries,
         }
     finally:
