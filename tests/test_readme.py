@@ -51,3 +51,16 @@ def test_every_report_option_is_documented(capsys):
     options = set(re.findall(r"(--[a-z][a-z-]+)", capsys.readouterr().out)) - {"--help"}
     text = README.read_text(encoding="utf-8")
     assert "--bleu-tokenize" in options and sorted(o for o in options if o not in text) == []
+
+
+def test_every_score_option_is_documented(capsys):
+    """Each option of `scalelens score` appears in the README, the scaling-out ones among them."""
+    from logprob.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    options = set(re.findall(r"(--[a-z][a-z-]+)", capsys.readouterr().out)) - {"--help"}
+    text = README.read_text(encoding="utf-8")
+    assert {"--ladder", "--device-map", "--max-memory"} <= options
+    assert sorted(o for o in options if o not in text) == []
+    assert "torchrun --nproc_per_node 8 $(which scalelens) score" in text
