@@ -347,3 +347,18 @@ def test_a_killed_two_process_run_resumes(tasks, tmp_path):
     assert_same_table(pl.read_parquet(out / "scores.parquet"), pl.read_parquet(ref / "scores.parquet"))
     record = json.loads((out / "run.json").read_text())
     assert [m["status"] for m in record["models"]] == ["reused", "scored"] and record["world_size"] == 2
+
+
+def test_one_process_forms_no_process_group(tasks, tmp_path, monkeypatch):
+    """Started alone, scoring joins nothing: no launcher variables, no process group, no PartialState."""
+    import torch.distributed as dist
+
+    from logprob.cli import main
+
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    mc, _, _ = tasks
+    assert main(["score", "--model", str(M0), "--task", str(mc), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert not dist.is_initialized()
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert (record["world_size"], record["backend"], record["device"]) == (1, None, "cpu")
