@@ -11,6 +11,11 @@ Steps, each written to `--out` as soon as it finishes (a `timeout` kill keeps wh
 3. Throughput: Pythia-1.4b- and 6.9b-shaped GPT-NeoX models with random bfloat16 weights, built directly on the GPU
    (no checkpoint on disk), scored by scalelens and, where lm_eval is installed, by `HFLM.loglikelihood` on the
    workloads (a), (b), (c) of `throughput.py`, enlarged.
+4. Data-parallel scaling (a machine with several GPUs): the Pythia-1.4b shape saved as a checkpoint, workload (a)
+   with `--dp-items` items as a task file, and the whole `scalelens score` command timed alone (one GPU) and under
+   `torchrun --nproc_per_node N` (N = `--dp-procs`, default every GPU). Reported: wall time of each command, the
+   scoring time (from `run.json`: the slowest rank's seconds), the speed-up and efficiency (speed-up / N) of both,
+   the tokens of the least and most loaded rank, and the agreement of the two score tables (bfloat16, as in step 1).
 
 MFU = 2·N·tokens / seconds / peak (Kaplan et al. 2020, arXiv:2001.08361, section 2.1: a forward pass costs about
 2N FLOPs per token; attention's sequence-length term is ignored, small at these lengths). N counts every matmul
@@ -58,6 +63,9 @@ SHAPES = {
 #: GPU workload sizes (items for (a) and (c), requests for (b), (b) length range): about 4× throughput.py's FULL.
 GPU_SIZES = (480, 160, (200, 400))
 CPU_SIZES = (8, 4, (40, 60))
+#: Items of workload (a) for the data-parallel step: enough that every one of 8 GPUs scores for seconds, not
+#: milliseconds (about 1.9M tokens).
+DP_ITEMS_GPU, DP_ITEMS_CPU = 15360, 24
 
 
 def mfu(matmul_params: int, tokens: int, seconds: float, peak_flops: float) -> float:
@@ -190,6 +198,49 @@ def loaded_in_memory(model, tokenizer, name: str):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def data_parallel(tmp: Path, shape: str, n_items: int, n_procs: int, device, tokenizer_dir: Path) -> dict:
+    """Step 4 (module docstring): one `scalelens score` process against `n_procs` under torchrun, same checkpoint,
+    same task file; raises if either command fails."""
+    import subprocess
+
+    import polars as pl
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    path = tmp / f"pythia-{shape}-random"
+    model = random_model(SHAPES[shape], device)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    w = tp.make_workloads(tokenizer, (n_items, 1, (8, 16)))["a"]
+    task, _ = tp.write_task_files(w, tmp / "dp-task")
+    on_gpu = device.type == "cuda"
+    options = ["--no-generate", "--dtype", "bfloat16" if on_gpu else "float32", "--device", "cuda" if on_gpu else "cpu"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    rows, tables = [], []
+    for n in (1, n_procs):
+        out = tmp / f"dp-out-{n}"
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+                     "-m", "logprob.cli"] if n > 1 else tp.scalelens_command())  # fmt: skip
+        cmd = [*launcher, "score", "--model", str(path), "--task", str(task), "--out", str(out), *options]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, cwd=tp.REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        ranks = json.loads((out / "run.json").read_text())["models"][0]["ranks"]
+        rows.append({"n": n, "wall": wall, "scoring": max(r["seconds"] for r in ranks),
+                     "rank_tokens": [r["tokens"] for r in ranks], "command": shlex.join(cmd)})
+        tables.append(pl.read_parquet(out / "scores.parquet"))
+        print(f"data parallel: {n} process(es) done in {wall:.0f} s", file=sys.stderr, flush=True)
+    one, many = ([(lp, g) for lp, g in t.select("logprob", "is_greedy").iter_rows()] for t in tables)
+    return {"shape": shape, "items": n_items, "tokens": tp.lm_eval_token_count(tokenizer, w.requests()),
+            "n": n_procs, "rows": rows, "agreement": bf16_agreement(one, many)}
+
+
 def render(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -222,6 +273,22 @@ def render(report: dict) -> str:
                 f"{r['peak_gib']:.1f} |"
             )
         lines.append("")
+    if report.get("dp"):
+        dp = report["dp"]
+        lines += [f"Data parallel: `{dp['shape']}` shape, workload (a) with {dp['items']:,} items ({dp['tokens']:,} "
+                  f"tokens), `scalelens score --no-generate` alone and under `torchrun --nproc_per_node "
+                  f"{dp['n']}`:", "",
+                  "| processes | wall s (whole command) | scoring s (slowest rank) | speed-up wall | speed-up scoring "
+                  "| efficiency scoring | tokens per rank, min–max (run.json: a context once per item) |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for row in dp["rows"]:
+            lines.append(f"| {row['n']} | {row['wall']:.1f} | {row['scoring']:.2f} | "
+                         f"{dp['rows'][0]['wall'] / row['wall']:.2f} | {dp['rows'][0]['scoring'] / row['scoring']:.2f} "
+                         f"| {dp['rows'][0]['scoring'] / row['scoring'] / row['n']:.0%} | "
+                         f"{min(row['rank_tokens']):,}–{max(row['rank_tokens']):,} |")
+        agree = dp["agreement"]
+        lines += ["", f"Tables of 1 and {dp['n']} processes: {agree['n']} rows, max relative Δ logprob "
+                      f"{agree['max_rel']:.1e}, is_greedy agreement {agree['greedy_agree']:.3f}.", ""]
     for note in report["notes"]:
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"
@@ -237,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lm-eval-batch", type=int, default=64, help="lm-eval batch size (default 64)")
     p.add_argument("--budget", type=float, default=420.0,
                    help="seconds; no further model or workload is started past it (default 420)")
+    p.add_argument("--dp-procs", type=int, default=None,
+                   help="processes for the data-parallel step (default: every GPU; 2 with --device cpu); 0 skips it")
+    p.add_argument("--dp-items", type=int, default=None,
+                   help=f"items of workload (a) for the data-parallel step (default {DP_ITEMS_GPU} on GPUs)")
     args = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local paths and in-memory models only: never wait on a network
@@ -283,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(min(8, torch.get_num_threads()))
         small = tp.build_checkpoint(Path(tmp) / "pythia-70m-random", tp.PYTHIA_70M)
         tokenizer = AutoTokenizer.from_pretrained(small)
-        quick = tp.make_workloads(tokenizer, tp.QUICK)
+        quick = {k: w for k, w in tp.make_workloads(tokenizer, tp.QUICK).items() if not w.generate}  # (a)–(c)
 
         # 1. bfloat16 on the device against float32 on the CPU
         ref = scalelens_runner(load_model(ModelSpec(str(small), device="cpu", dtype="float32")))
@@ -299,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         save()
 
         # 3. big shapes: scalelens and lm-eval on the same requests
-        workloads = tp.make_workloads(tokenizer, GPU_SIZES if on_gpu else CPU_SIZES)
+        workloads = {k: w for k, w in tp.make_workloads(tokenizer, GPU_SIZES if on_gpu else CPU_SIZES).items()
+                     if not w.generate}  # scoring workloads (a)–(c)
         tokens = {name: tp.lm_eval_token_count(tokenizer, w.requests()) for name, w in workloads.items()}
         for shape in shapes:
             if time.perf_counter() - start > args.budget:
@@ -338,6 +410,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.collect()
             if on_gpu:
                 torch.cuda.empty_cache()
+        # 4. data parallel: one process against N, whole commands
+        n_procs = args.dp_procs if args.dp_procs is not None else (torch.cuda.device_count() if on_gpu else 2)
+        if n_procs < 2:
+            report["notes"].append(f"data parallel: skipped ({n_procs} process(es); it needs a machine with several "
+                                   "GPUs, or --dp-procs N)")
+        elif time.perf_counter() - start > args.budget:
+            report["notes"].append(f"data parallel: skipped, past the {args.budget:.0f} s budget")
+        else:
+            shape = "1.4b" if on_gpu else "tiny"
+            items = args.dp_items or (DP_ITEMS_GPU if on_gpu else DP_ITEMS_CPU)
+            report["dp"] = data_parallel(Path(tmp), shape, items, n_procs, device, small)
+            save()
     report["notes"].append(f"total wall time {time.perf_counter() - start:.0f} s")
     save()
     print(render(report))

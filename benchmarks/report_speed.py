@@ -110,7 +110,8 @@ def synthetic_run_folder(folder: Path, n_items: int, rng: np.random.Generator) -
     })
     provenance = {"model_source": pl.col("model"), "revision": pl.lit(None, pl.String), "dtype": pl.lit("float32"),
                   "model_fingerprint": pl.lit("synthetic") + pl.col("model"), "task_hash": pl.lit("synthetic"),
-                  "score_config": pl.lit(json.dumps({"benchmark": "report_speed"}))}
+                  "score_config": pl.lit(json.dumps({"benchmark": "report_speed"})), "step": pl.lit(None),
+                  "tokens_seen": pl.lit(None), "token_budget": pl.lit(2048)}
     frame = frame.with_columns(**provenance)
     frame.select(list({**SCORES, **PROVENANCE})).cast({**SCORES, **PROVENANCE}).write_parquet(folder / SCORES_FILE)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from sacrebleu.metrics import BLEU
 
-from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig
+from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig, parse_max_memory
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,6 +40,8 @@ def model_progress():
 
         def factory(info):
             desc = f"[{info.index + 1}/{info.n_models}] {info.model}"
+            if info.world_size > 1 and not info.skipped:
+                desc += f" (rank 0's share; {info.world_size} processes)"
             if info.skipped:
                 bar.add_task(f"{desc} (already scored: same checkpoint, tasks, settings)", total=info.n_requests,
                              completed=info.n_requests)
@@ -58,32 +61,72 @@ def _score_config(args) -> ScoreConfig:
 
 
 def _specs(args) -> list[ModelSpec]:
-    return [
-        ModelSpec(
-            name_or_path=m,
-            revision=args.revision,
-            device=args.device,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-            allow_pickle=args.allow_pickle,
-        )
-        for m in args.model
-    ]
+    """--ladder's models, then each --model (ID@REVISION split off), with the run's loading options."""
+    from logprob.checkpoints import LadderEntry, read_ladder, split_revision
+    from logprob.preflight import is_local_path
+
+    entries = read_ladder(args.ladder) if args.ladder else []
+    entries += [LadderEntry(*split_revision(m, is_local_path)) for m in args.model or []]
+    if not entries:
+        raise ValueError("--model / --ladder: give the models to score (--model ID[@REVISION] or PATH, repeatable; "
+                         "or --ladder NAME or FILE.toml)")
+    max_memory = parse_max_memory(args.max_memory)
+    specs = []
+    for e in entries:
+        revision = e.revision
+        if args.revision is not None:
+            if revision is not None and revision != args.revision:
+                raise ValueError(f"--revision {args.revision}: model {e.name_or_path} already names revision "
+                                 f"{revision}; give each model's revision once")
+            revision = args.revision
+        specs.append(ModelSpec(
+            name_or_path=e.name_or_path, revision=revision, device=args.device, dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, device_map=args.device_map,
+            max_memory=max_memory, label=e.label, step=e.step, tokens_seen=e.tokens_seen,
+        ))
+    return specs
+
+
+#: Exit status of a run that scored every model it could load, but not all (README, "Exit codes").
+EXIT_PARTIAL = 3
 
 
 def cmd_score(args) -> int:
+    from logprob.distributed import join
     from logprob.run import open_run
     from logprob.tasks import load_task
 
+    world = join(args.device, args.device_map)  # alone: no import, no cost; under torchrun: the process group
+    if not world.is_main:  # rank 0 alone speaks: its progress, warnings and errors stand for the run
+        import transformers
+
+        args.quiet = True
+        logging.getLogger().setLevel(logging.ERROR)
+        transformers.utils.logging.disable_progress_bar()
     if not args.out.strip():
         raise ValueError("--out: empty path; name the output folder")
     config = _score_config(args)  # option ranges, then tasks, then models and folder: all before any model loads
     specs = _specs(args)
+    if world.size > 1:
+        specs = [dataclasses.replace(s, device=world.device) for s in specs]
     tasks = [load_task(Path(t)) for t in args.task]
     out = Path(args.out)
-    with open_run(specs, tasks, out, config, generate=not args.no_generate, restart=args.restart) as run:
-        with model_progress() as progress:
-            result = run.execute(progress)
+    with open_run(specs, tasks, out, config, generate=not args.no_generate, restart=args.restart,
+                  world=world) as run:
+        if world.is_main:
+            with model_progress() as progress:
+                result = run.execute(progress)
+        else:
+            result = run.execute()
+    if result.failed:
+        if world.is_main:
+            names = "; ".join(f"{label} ({reason})" for label, reason in result.failed)
+            print(f"scalelens: error: {len(result.failed)} model(s) could not be loaded and are missing from the "
+                  f"tables: {names}; the other models were scored (see {out / 'run.json'}); fix them and rerun the "
+                  "same command to add them", file=sys.stderr)
+        return EXIT_PARTIAL
+    if not world.is_main:
+        return 0
     if result.n_computed == 0:
         console.print(f"nothing to do: every model and task is already scored in {out} with the same checkpoints, "
                       f"task files and settings; next: scalelens report {args.out}")
@@ -144,6 +187,7 @@ def cmd_report(args) -> int:
         extra_directions=directions,
     )
     print_analysis(result)
+    _print_missing(Path(args.dir))
     return 0
 
 
@@ -169,6 +213,15 @@ def cmd_analyze(args) -> int:
     for note in notes:
         console.print(f"note: {note}", highlight=False)
     return 0
+
+
+def _print_missing(folder: Path) -> None:
+    """Name each model the folder's last `scalelens score` could not load (run.json): it is missing above."""
+    from logprob.record import failed_models, read_run_record
+
+    for label, reason in failed_models(read_run_record(folder)):
+        console.print(f"missing: {label}: the last `scalelens score` on this folder could not load it ({reason}); "
+                      "the tasks that run named have no results of it above", highlight=False, soft_wrap=True)
 
 
 def print_analysis(result) -> None:
@@ -222,7 +275,8 @@ def cmd_ladder_train(args) -> int:
     return 0
 
 
-#: Exit codes (README, "Exit codes"). Anything else (1) is a bug: the traceback is shown, please report it.
+#: Exit codes (README, "Exit codes"; EXIT_PARTIAL above). Anything else (1) is a bug: the traceback is shown, please
+#: report it.
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
 
 
@@ -251,12 +305,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("score", help="score tasks with a ladder of models → scores.parquet, generations.parquet")
-    p.add_argument("--model", action="append", required=True, help="hub id or local checkpoint; repeat per model")
+    p.add_argument("--model", action="append", default=None,
+                   help="hub id (ID@REVISION for one revision, e.g. EleutherAI/pythia-1.4b@step3000) or local "
+                        "checkpoint directory; repeat per model")
+    p.add_argument("--ladder", default=None, metavar="NAME|FILE",
+                   help="a named ladder (pythia, gpt2, ...) or a ladder file (TOML: ids, revisions, labels); "
+                        "--model adds models after it")
     p.add_argument("--task", action="append", required=True, help="task file (.jsonl or BIG-bench task.json); repeatable")
     p.add_argument("--out", required=True, help="output folder (reruns resume from it)")
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} or cuda:N (default auto)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")
-    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for every --model")
+    p.add_argument("--device-map", default=None, choices=["auto"],
+                   help="auto: spread each model over the GPUs, then the CPU, then disk (accelerate's big-model "
+                        "inference), for a model larger than one device")
+    p.add_argument("--max-memory", action="append", default=None, metavar="DEVICE=SIZE[,...]",
+                   help="with --device-map auto: the most each device holds, e.g. 0=70GiB,1=70GiB,cpu=200GiB")
+    p.add_argument("--revision", default=None,
+                   help="hub revision (branch, tag or commit) for every model that does not name its own")
     p.add_argument("--token-budget", type=int, default=None, help="tokens per forward pass (default: automatic)")
     p.add_argument("--max-length", type=int, default=None, help="truncate contexts on the left to this many tokens")
     p.add_argument("--max-new-tokens", type=int, default=ScoreConfig.max_new_tokens, help="greedy generation bound")
@@ -344,12 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"scalelens: error: {_one_line(exc)}", file=sys.stderr)  # one unwrapped line, whatever the width
+        if not getattr(args, "quiet", False):  # under a launcher only rank 0 speaks
+            print(f"scalelens: error: {_one_line(exc)}", file=sys.stderr)  # one unwrapped line, whatever the width
         return EXIT_ERROR
     except (KeyboardInterrupt, Terminated) as exc:
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
         resume = "; finished models are saved, rerun the same command to resume" if args.command == "score" else ""
-        print(f"scalelens: {what}: no partial file was left behind{resume}", file=sys.stderr)
+        if not getattr(args, "quiet", False):
+            print(f"scalelens: {what}: no partial file was left behind{resume}", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
     finally:
         if in_main_thread:

@@ -42,8 +42,8 @@ import polars as pl
 import torch
 
 from logprob.config import ScoreConfig
+from logprob.device import TokenBudget
 from logprob.model import LoadedModel
-from logprob.score import auto_token_budget
 from logprob.tasks import Item
 from logprob.tokenize import encode_pairs
 from metrics.schema import GENERATIONS, GENERATIVE, per_model_columns
@@ -58,12 +58,14 @@ PAD_ID = 0
 
 
 def generate_items(
-    loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig, progress: Callable[[int], None] | None = None
+    loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig, progress: Callable[[int], None] | None = None,
+    *, budget: TokenBudget | None = None,
 ) -> pl.DataFrame:
     """Greedy continuations of the generative items in `items` (others are skipped), one row each, in item order.
 
-    `progress(n)` is called with the number of items finished after each
-    batch. Columns are `COLUMNS` (module docstring).
+    `progress(n)` is called with the number of items finished after each batch. `budget` is the model's shared
+    token budget (`logprob.device`): a batch holds rows × (its longest prompt + max_new_tokens) ≤ budget tokens; by
+    default one is resolved from `config`. Columns are `COLUMNS` (module docstring).
     """
     gen_items = [item for item in items if item.kind == GENERATIVE]
     if not gen_items:
@@ -86,21 +88,17 @@ def generate_items(
     def done(ids: list[int]) -> bool:
         return ids[-1] in eos or _first_stop(tokenizer.decode(ids), stops) is not None
 
-    budget = config.token_budget or auto_token_budget(loaded)
+    budget = budget or TokenBudget.resolve(loaded, config.token_budget)
     generated: list[list[int]] = [[] for _ in gen_items]
-    queue = _plan(prompts, range(len(prompts)), config.max_new_tokens, budget)
+    queue = _plan(prompts, range(len(prompts)), config.max_new_tokens, budget.value)
     while queue:
         batch = queue.pop(0)
         try:
             outs = _greedy(loaded.model, [prompts[i] for i in batch], config.max_new_tokens, done, loaded.device)
-        except torch.cuda.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            budget = max(1, budget // 2)
+        except Exception as exc:  # noqa: BLE001 - back_off re-raises everything but out-of-memory errors
             left = [i for b in (batch, *queue) for i in b]
-            queue = _plan(prompts, left, config.max_new_tokens, budget)
-            log.warning("out of memory: retrying %d generative items with token budget %d", len(left), budget)
-            torch.cuda.empty_cache()
+            budget.back_off(exc, smallest=len(batch) == 1, what="generative items", n_left=len(left))
+            queue = _plan(prompts, left, config.max_new_tokens, budget.value)
             continue
         for i, ids in zip(batch, outs, strict=True):
             generated[i] = ids

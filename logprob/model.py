@@ -1,4 +1,11 @@
-"""ModelSpec → loaded causal LM and tokenizer, parameter counts and maximum length; the only device/dtype code."""
+"""ModelSpec → loaded causal LM and tokenizer, parameter counts and maximum length; the only code placing weights.
+
+A model loads whole onto one device (`--device`), or, with `--device-map auto`, spread over the devices by
+accelerate's big-model inference (transformers' `from_pretrained(device_map="auto", max_memory=...)`): layers fill
+the GPUs in order, then the CPU, each up to its `--max-memory` entry, and whatever is left stays on disk and is read
+from the safetensors files on every forward pass. Without a GPU the map has the CPU and disk only (checked with
+transformers 5.24 / accelerate 1.15: layers past the CPU limit run from disk, with the same scores).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ class LoadedModel:
     params: int
     non_embedding_params: int
     max_length: int
+    placement: dict[str, str] | None = None  # module → device under --device-map auto (accelerate's hf_device_map)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -136,30 +144,56 @@ def _load_error(spec: ModelSpec, part: str, exc: Exception) -> ModelLoadError:
                           "files, or its --revision")
 
 
+def placement_of(spec: ModelSpec) -> tuple[torch.device, dict | str, dict | None]:
+    """(the device whose kind sets the dtype, transformers' `device_map`, `max_memory`) for `spec`.
+
+    Whole on one device: `{"": device}`. With `--device-map auto`: "auto", and the `--max-memory` limits (GPU numbers
+    as ints, as accelerate wants them); with `--device cpu` and no limits, the CPU's available memory, so no layer
+    lands on a GPU. Devices a given `--max-memory` does not name get no layers.
+    """
+    if spec.device_map is None:
+        device = resolve_device(spec.device)
+        return device, {"": device}, None
+    gpu = spec.device != "cpu" and torch.cuda.is_available()
+    limits = {int(k) if k.isdigit() else k: v for k, v in spec.max_memory} or None
+    if spec.device == "cpu" and limits is None:
+        import psutil
+
+        limits = {"cpu": psutil.virtual_memory().available}
+    return torch.device("cuda" if gpu else "cpu"), "auto", limits
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load tokenizer and model from a hub id or a local directory (one code path), in eval mode on the device.
+    """Load tokenizer and model from a hub id or a local directory (one code path), in eval mode, placed as the spec
+    says (`placement_of`).
 
     Weights load from safetensors only unless `spec.allow_pickle`. The tokenizer is used as loaded, never modified.
     A failure inside the loaders raises ModelLoadError, one line naming the model.
     """
-    device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device)
+    from logprob.device import execution_device
+
+    kind, device_map, max_memory = placement_of(spec)
+    dtype = resolve_dtype(spec.dtype, kind)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, revision=spec.revision,
                                                   trust_remote_code=spec.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - any loader failure is a problem with this checkpoint, said in one line
         raise _load_error(spec, "tokenizer", e) from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(  # device_map: weights load straight onto the device
+        model = AutoModelForCausalLM.from_pretrained(  # device_map: weights load straight onto their devices
             spec.name_or_path, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
-            use_safetensors=None if spec.allow_pickle else True, device_map={"": device},
+            use_safetensors=None if spec.allow_pickle else True, device_map=device_map,
+            max_memory=dict(max_memory) if max_memory else None,  # a copy: transformers rewrites the dict it is given
         )
     except Exception as e:  # noqa: BLE001
         raise _load_error(spec, "model", e) from None
     model.eval()
     total, non_embedding = count_parameters(model)
-    log.info("loaded %s (%s) on %s as %s: %d parameters, %d non-embedding", spec.name_or_path, spec.revision,
-             device, dtype, total, non_embedding)
+    device = execution_device(model.get_input_embeddings())  # where inputs go; == `kind`'s device when whole
+    placement = getattr(model, "hf_device_map", None) if spec.device_map else None
+    placement = {k: str(v) for k, v in placement.items()} if placement else None
+    log.info("loaded %s (%s) on %s as %s: %d parameters, %d non-embedding%s", spec.name_or_path, spec.revision,
+             device, dtype, total, non_embedding, f"; layers on {sorted(set(placement.values()))}" if placement else "")
     return LoadedModel(model=model, tokenizer=tokenizer, name=spec.name_or_path, revision=spec.revision,
                        device=device, dtype=dtype, params=total, non_embedding_params=non_embedding,
-                       max_length=max_length_of(model.config, tokenizer))
+                       max_length=max_length_of(model.config, tokenizer), placement=placement)

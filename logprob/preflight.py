@@ -5,6 +5,14 @@ A ladder run can take hours, so everything a user can get wrong is checked befor
 device, and the output folder (creatable, writable, and, once the run knows what is left to score, with room for
 the tables).
 
+Every model of the ladder is checked before any work, and every problem found is reported in one message (one line):
+its checkpoint reachable (a local directory, the Hugging Face cache, or the hub when online), its weight format
+allowed (safetensors; pickle only with --allow-pickle), and its weights fitting the chosen device: parameters ×
+bytes per parameter of the dtype, against the device's free memory (`device_memory`; on the CPU, shared by the
+processes of this machine). The parameter count comes from the safetensors headers on disk, else from the hub's
+model info, else from `metrics.ladders` for a known model; with `--device-map auto` no fit is required (accelerate
+keeps what does not fit on disk).
+
 The rule for `--model` (README, "Command line"): a value is a **local path** if it exists on disk, is absolute,
 starts with `.` or `~`, contains a backslash or more than one `/`, or its part before the `/` is an existing
 directory (`models/ladder-typo` beside a `models/` folder). A local path must be a checkpoint directory: config.json,
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -44,10 +53,13 @@ class ResolvedModel:
     """A `--model` after the checks: where it loads from and, when known before loading, its fingerprint."""
 
     spec: ModelSpec
-    label: str  # the `model` column: a local checkpoint's directory name, or the hub id
+    label: str  # the `model` column: a local checkpoint's directory name, or the hub id (with @revision)
     local_dir: Path | None  # the checkpoint directory: a local path, or a hub id's snapshot in the cache
     hub_id: str | None
     fingerprint: str | None  # None: a hub model not in the cache yet (known once loaded)
+    params: int | None = None  # parameters stored in its weights, where known before loading (the fit estimate)
+    step: int | None = None  # training step (logprob.checkpoints)
+    tokens_seen: int | None = None  # training tokens seen, where known
 
     @property
     def load_spec(self) -> ModelSpec:
@@ -71,9 +83,18 @@ def is_local_path(value: str) -> bool:
 
 
 def model_label(spec: ModelSpec) -> str:
-    """The `model` column: a hub id as given; a local checkpoint by its directory name."""
+    """The `model` column: the spec's label if it has one; a local checkpoint by its directory name; a hub id as
+    given, with "@revision" when a revision is asked for (a ladder of checkpoints of one model).
+
+    >>> model_label(ModelSpec("EleutherAI/pythia-1.4b", revision="step3000"))
+    'EleutherAI/pythia-1.4b@step3000'
+    """
+    if spec.label is not None:
+        return spec.label
     value = spec.name_or_path
-    return Path(value).expanduser().resolve().name if is_local_path(value) else value
+    if is_local_path(value):
+        return Path(value).expanduser().resolve().name
+    return f"{value}@{spec.revision}" if spec.revision else value
 
 
 def check_checkpoint_dir(path: Path, spec: ModelSpec) -> None:
@@ -132,8 +153,22 @@ def _siblings_hint(path: Path) -> str:
     return f" (checkpoints in {parent}: {shown})"
 
 
+def stored_params(folder: Path) -> int | None:
+    """Parameters stored in a checkpoint folder's safetensors files (from their headers), or None without any."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        _, header, _ = safetensors_header(file)
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total
+
+
 def resolve_model(spec: ModelSpec) -> ResolvedModel:
     """Apply the path/hub rule, check the checkpoint, and fingerprint it when it is on disk."""
+    from logprob.checkpoints import known_model, step_and_tokens
+
     value = spec.name_or_path
     label = model_label(spec)
     if is_local_path(value):
@@ -142,9 +177,15 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
         if spec.revision is not None:
             raise ValueError(f"--revision {spec.revision}: applies to hub ids, but --model {value} is a local "
                              "directory; drop --revision (or check out that revision into the directory)")
-        return ResolvedModel(spec, label, path.resolve(), None, model_fingerprint(path))
-    snapshot = check_hub_id(spec)
-    return ResolvedModel(spec, label, snapshot, value, model_fingerprint(snapshot) if snapshot else None)
+        step, tokens = step_and_tokens(None, None, str(path.resolve()), spec.step, spec.tokens_seen)
+        return ResolvedModel(spec, label, path.resolve(), None, model_fingerprint(path), stored_params(path),
+                             step, tokens)
+    snapshot, params = check_hub_id(spec)
+    if params is None:
+        params = getattr(known_model(value), "params", None)
+    step, tokens = step_and_tokens(value, spec.revision, None, spec.step, spec.tokens_seen)
+    return ResolvedModel(spec, label, snapshot, value, model_fingerprint(snapshot) if snapshot else None, params,
+                         step, tokens)
 
 
 def hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
@@ -155,8 +196,9 @@ def hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def check_hub_id(spec: ModelSpec) -> Path | None:
-    """A hub id must be well formed, and cached or (online) known to the hub; returns its cached folder if any."""
+def check_hub_id(spec: ModelSpec) -> tuple[Path | None, int | None]:
+    """A hub id must be well formed, and cached or (online) known to the hub with allowed weights; returns its
+    cached folder if any, and its parameter count where known."""
     from huggingface_hub import constants
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
@@ -168,14 +210,23 @@ def check_hub_id(spec: ModelSpec) -> Path | None:
         raise ValueError(f"--model {value}: neither an existing directory nor a hub id of the form name or "
                          "org/name (letters, digits, '-', '_', '.')") from None
     snapshot = hub_snapshot(value, spec.revision)
-    if snapshot is not None:
-        return snapshot
     at = f" at revision {spec.revision}" if spec.revision else ""
+    if snapshot is not None:
+        if constants.HF_HUB_OFFLINE:  # nothing can be fetched: the cached snapshot must be complete
+            check_checkpoint_dir(snapshot, spec)
+        return snapshot, stored_params(snapshot)
     if constants.HF_HUB_OFFLINE:
         raise ValueError(f"--model {value}: no such local directory, and not in the Hugging Face cache{at} while "
                          "offline (HF_HUB_OFFLINE); give the path of a local checkpoint, or download it first")
-    _check_on_hub(value, spec.revision)
-    return None
+    info = _check_on_hub(value, spec.revision)
+    names = [getattr(s, "rfilename", "") for s in getattr(info, "siblings", None) or []]
+    if names and not any(n.endswith(".safetensors") for n in names):
+        if not any(n.endswith(".bin") for n in names):
+            raise ValueError(f"--model {value}: the hub lists no weights for it{at} (no .safetensors or .bin file)")
+        if not spec.allow_pickle:
+            raise ValueError(f"--model {value}: has only pickle weights on the hub{at}; add --allow-pickle to load "
+                             "them (unpickling can run code: only for checkpoints you trust)")
+    return None, getattr(getattr(info, "safetensors", None), "total", None)
 
 
 def hub_model_info(repo_id: str, revision: str | None):
@@ -185,12 +236,12 @@ def hub_model_info(repo_id: str, revision: str | None):
     return HfApi().model_info(repo_id, revision=revision, timeout=10)
 
 
-def _check_on_hub(repo_id: str, revision: str | None) -> None:
+def _check_on_hub(repo_id: str, revision: str | None):
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     given = f"--model {repo_id}"
     try:
-        hub_model_info(repo_id, revision)
+        return hub_model_info(repo_id, revision)
     except GatedRepoError:
         raise ValueError(f"{given}: a gated model; accept its terms on the hub and log in (`hf auth login`)") from None
     except RepositoryNotFoundError:
@@ -223,25 +274,90 @@ def check_tasks(tasks: Sequence[Task]) -> list[str]:
     return hashes
 
 
-def check_models(specs: Sequence[ModelSpec]) -> list[ResolvedModel]:
-    """Resolve every model (path/hub rule, checkpoint files), then refuse two with one label or one run of
-    different devices or dtypes (the folder keeps one set of settings)."""
-    models = [resolve_model(s) for s in specs]
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_models(specs: Sequence[ModelSpec], local_processes: int = 1) -> list[ResolvedModel]:
+    """Resolve every model (path/hub rule, checkpoint files) and check that its weights fit the device, then refuse
+    two with one label; every problem of every model is reported in one message. A run of different devices or
+    dtypes is refused first (the folder keeps one set of settings)."""
+    places = {(s.device, s.dtype, s.device_map, s.max_memory) for s in specs}
+    if len(places) > 1:
+        raise ValueError("models of one run must share device, dtype and device map (their results share one "
+                         "settings record)")
+    dtype = check_device(specs[0]) if specs else "float32"
+    models, problems = [], []
+    for spec in specs:
+        try:
+            models.append(resolve_model(spec))
+        except ValueError as e:
+            problems.append(one_line(e))
+    problems += [p for m in models if (p := fit_problem(m, dtype, local_processes))]
     labels = [m.label for m in models]
-    dupes = sorted({x for x in labels if labels.count(x) > 1})
-    if dupes:
-        raise ValueError(f"--model: two models would share the name {dupes[0]!r} (a local model is named by its "
-                         "directory); give each checkpoint a distinct directory name")
-    if len({(s.device, s.dtype) for s in specs}) > 1:
-        raise ValueError("models of one run must share device and dtype (their results share one settings record)")
+    problems += [f"--model: two models would share the name {x!r} (a local model is named by its directory, a hub "
+                 "model by its id and revision); give each checkpoint a distinct name" for x in
+                 sorted({x for x in labels if labels.count(x) > 1})]
+    if len(problems) == 1:
+        raise ValueError(problems[0])
+    if problems:
+        listed = " ".join(f"({i}) {p}" for i, p in enumerate(problems, start=1))
+        raise ValueError(f"{len(problems)} problems with the models of this run, found before scoring anything: {listed}")
     return models
+
+
+#: Bytes per parameter of each weights dtype.
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def device_memory(spec: ModelSpec) -> tuple[str, int] | None:
+    """(name, free bytes) of the device the spec loads its whole model onto, or None when no fit is required
+    (`--device-map auto`: what does not fit stays on disk) or the free memory cannot be read."""
+    from logprob.model import resolve_device
+
+    if spec.device_map is not None:
+        return None
+    device = resolve_device(spec.device)
+    if device.type == "cuda":
+        import torch
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index}", torch.cuda.mem_get_info(index)[0]
+    import psutil
+
+    return "the CPU", psutil.virtual_memory().available
+
+
+def fit_problem(model: ResolvedModel, dtype: str, local_processes: int = 1) -> str | None:
+    """A problem line when parameters × dtype bytes exceed the device's free memory (shared by `local_processes`
+    processes on the CPU), else None (also when either is unknown)."""
+    found = device_memory(model.spec)
+    if found is None or model.params is None:
+        return None
+    name, free = found
+    share = free // local_processes if name == "the CPU" else free
+    need = model.params * DTYPE_BYTES[dtype]
+    if need <= share:
+        return None
+    per = f" per process ({local_processes} processes on this machine)" if name == "the CPU" and local_processes > 1 else ""
+    return (f"--model {model.spec.name_or_path}: its weights need about {need / 2**30:.1f} GiB ({model.params:,} "
+            f"parameters × {DTYPE_BYTES[dtype]} bytes, {dtype}) but {name} has {share / 2**30:.1f} GiB free{per}; "
+            "use --device-map auto (with --max-memory), a smaller --dtype, or a device with more memory")
 
 
 def check_device(spec: ModelSpec) -> str:
     """The dtype the weights will load in (for the settings record); a missing CUDA device fails here."""
-    from logprob.model import resolve_device, resolve_dtype
+    from logprob.model import placement_of, resolve_dtype
 
-    return str(resolve_dtype(spec.dtype, resolve_device(spec.device))).removeprefix("torch.")
+    kind, _, _ = placement_of(spec)
+    gpus = [int(k) for k, _ in spec.max_memory if k.isdigit()]
+    if gpus:
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if max(gpus) >= have:
+            raise ValueError(f"--max-memory: names GPU {max(gpus)}, but {have} CUDA device(s) exist")
+    return str(resolve_dtype(spec.dtype, kind)).removeprefix("torch.")
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -313,13 +429,16 @@ class CheckedRun:
 
 
 def check_run(specs: Sequence[ModelSpec], tasks: Sequence[Task], out_dir: Path, config: ScoreConfig,
-              generate: bool) -> CheckedRun:
+              generate: bool, local_processes: int = 1) -> CheckedRun:
     """Every check that needs neither a model nor the folder's tables, cheapest first; the output folder is created
-    only if all the others pass. (Free space is checked once the run knows what it will write: `check_free_space`.)"""
+    only if all the others pass. (Free space is checked once the run knows what it will write: `check_free_space`.)
+    `local_processes`: processes of this run on this machine, each loading its own copy of a model."""
     if not tasks:
         raise ValueError("--task: give at least one task file")
+    if not specs:
+        raise ValueError("--model: give at least one model (or --ladder)")
     hashes = check_tasks(tasks)
-    models = check_models(specs)
-    dtype = check_device(specs[0]) if specs else "float32"
+    models = check_models(specs, local_processes)
+    dtype = check_device(specs[0])
     check_out_dir(Path(out_dir))
     return CheckedRun(tuple(models), tuple(hashes), dtype)

@@ -12,8 +12,8 @@ one request per right-padded row under its own causal mask: slower, same numbers
 Speed choices, measured on CPU (Pythia-70m shape, float32, interleaved A/B runs during development; those runs
 were not kept as a report, so the numbers below are their only record; `benchmarks/RESULTS.md` holds the whole
 scorer's benchmark against lm-eval): rows are filled best-fit and rows of similar fill share a pass, so a pass is
-barely padded (4-choice items: 17% fewer grid tokens); passes hold CPU_TOKEN_BUDGET tokens, not one long sequence each: many small passes lost badly with two
-threads; a pass of unpadded plain sequences gets no mask (SDPA's causal kernel); the (chunk, V) logits and 0/1
+barely padded (4-choice items: 17% fewer grid tokens); passes hold `device.CPU_TOKEN_BUDGET` tokens, not one long
+sequence each: many small passes lost badly with two threads; a pass of unpadded plain sequences gets no mask (SDPA's causal kernel); the (chunk, V) logits and 0/1
 buffers live across passes in a `Scratch`, as fresh ones page-fault on first write. Budget and logits chunk
 were then set on a quiet machine for memory at equal speed: 2048 tokens and 8M logits per chunk used 184 MB above
 the loaded model on 4-choice items (4096 and 32M: 458 MB) in the same 5.4 s; 1-token answers 3.5 s vs 3.8 s;
@@ -31,8 +31,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from logprob.batching import ROW_TOKENS, PackedBatch, build_batch, make_segments, pack
+from logprob.batching import PackedBatch, build_batch, make_segments, pack
 from logprob.config import ScoreConfig
+from logprob.device import TokenBudget, execution_device
 from logprob.model import LoadedModel
 from logprob.tasks import Item
 from logprob.tokenize import Request, build_requests
@@ -40,9 +41,6 @@ from metrics.schema import SCORES, per_model_columns
 
 log = logging.getLogger(__name__)
 
-#: Token budget of one forward pass on CPU (ScoreConfig.token_budget=None): as fast as 4096 on a quiet 2-core
-#: machine with two threads, at well under half the activation memory (module docstring).
-CPU_TOKEN_BUDGET = 2048
 #: Rows of float32 logits per output-embedding chunk: (rows, vocab) <= this many elements (32 MiB). Large enough for
 #: the (rows, H) x (H, V) product to run efficiently on CPU BLAS; two such buffers exist at once.
 LOGIT_CHUNK_ELEMENTS = 1 << 23
@@ -110,7 +108,8 @@ def token_scores(hidden: torch.Tensor, head: torch.nn.Module, target_needed: tor
     V = head.weight.shape[0]
     step = max(1, LOGIT_CHUNK_ELEMENTS // V)
     scratch = scratch or Scratch()
-    plain = type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == torch.float32
+    plain = (type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == torch.float32
+             and head.weight.device == hidden.device)  # not a head offloaded by accelerate (meta weights, a hook)
     logits_buf = scratch.get("logits", min(step, N_u), V, hidden.device) if plain else None  # (step, V)
     flags = scratch.get("flags", min(step, N_t), V, hidden.device)  # (step, V) 0/1 scratch
     bounds = torch.searchsorted(sorted_needed, torch.arange(0, N_u + step, step, device=hidden.device))
@@ -166,15 +165,18 @@ def _rank(rows: torch.Tensor, ids: torch.Tensor, flags: torch.Tensor) -> tuple[t
 
 
 def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, device: torch.device,
-             dtype: torch.dtype, packed: bool = True,
-             scratch: Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass of a batch → (log-prob, rank) per scored token, in `batch.target_slots` order.
+             dtype: torch.dtype, packed: bool = True, scratch: Scratch | None = None,
+             head_device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of a batch → (log-prob, rank) per scored token, in `batch.target_slots` order, on
+    `head_device` (default `device`).
 
     packed: the (segment, branch) 4-D mask and explicit position ids. Otherwise every row is one request,
-    right-padded, and the model gets a 2-D padding mask and builds its own causal mask and positions."""
+    right-padded, and the model gets a 2-D padding mask and builds its own causal mask and positions. Inputs go to
+    `device` (the input embedding's); under `--device-map auto` accelerate moves them on from layer to layer, and
+    the needed hidden states are gathered where the last layer left them, then moved to the head's device."""
 
-    def as_tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).to(device)
+    def as_tensor(a: np.ndarray, where: torch.device = device) -> torch.Tensor:
+        return torch.from_numpy(a).to(where)
 
     input_ids = as_tensor(batch.input_ids)  # (B, R)
     if batch.causal:  # no mask: SDPA takes its causal kernel instead of reading a dense (B, 1, R, R) mask
@@ -187,8 +189,10 @@ def run_pass(base: torch.nn.Module, head: torch.nn.Module, batch: PackedBatch, d
         padding = as_tensor((batch.segment >= 0).astype(np.int64))  # (B, R) 1 on tokens, 0 on right padding
         hidden = base(input_ids=input_ids, attention_mask=padding, use_cache=False).last_hidden_state  # (B, R, H)
     B, R, H = hidden.shape
-    needed = hidden.reshape(B * R, H)[as_tensor(batch.needed)]  # (N_u, H)
-    return token_scores(needed, head, as_tensor(batch.target_needed), as_tensor(batch.target_ids), scratch)
+    head_device = head_device or device
+    needed = hidden.reshape(B * R, H)[as_tensor(batch.needed, hidden.device)].to(head_device)  # (N_u, H)
+    return token_scores(needed, head, as_tensor(batch.target_needed, head_device),
+                        as_tensor(batch.target_ids, head_device), scratch)
 
 
 def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -207,10 +211,11 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Modu
     base, head = model.base_model, model.get_output_embeddings()
     if base is model or head is None:
         raise ValueError(f"model: {type(model).__name__} has no separate base model and output embedding")
-    probe = torch.arange(1, 9, device=model.device)[None] % head.weight.shape[0]  # (1, 8)
-    with torch.inference_mode():
-        full = model(probe, use_cache=False).logits.float()  # (1, 8, V)
-        split = head(base(probe, use_cache=False).last_hidden_state).float()  # (1, 8, V)
+    probe = torch.arange(1, 9, device=execution_device(model.get_input_embeddings()))[None]  # (1, 8)
+    probe = probe % head.weight.shape[0]
+    with torch.inference_mode():  # on the CPU: a dispatched model's logits and head output may sit on two devices
+        full = model(probe, use_cache=False).logits.float().cpu()  # (1, 8, V)
+        split = head(base(probe, use_cache=False).last_hidden_state).float().cpu()  # (1, 8, V)
     if not torch.allclose(full, split, rtol=1e-3, atol=1e-3 * (1 + full.abs().max().item())):
         raise ValueError(f"model: {type(model).__name__} transforms logits after the output embedding; "
                          "scalelens scores only models whose logits are output_embedding(last hidden state)")
@@ -229,29 +234,14 @@ def _check_window(model: torch.nn.Module, requests: Sequence[Request]) -> None:
                          f"which the packed attention mask does not apply; set max_length <= {window}")
 
 
-def auto_token_budget(loaded: LoadedModel) -> int:
-    """CPU: CPU_TOKEN_BUDGET. CUDA: a quarter of free memory over an estimate of activation bytes per token (about
-    16 hidden-size vectors, plus float32 attention scores and the mask over a row of 2 * ROW_TOKENS); a wrong guess
-    only costs time, since an out-of-memory error halves the budget and retries."""
-    if loaded.device.type != "cuda":
-        return CPU_TOKEN_BUDGET
-    free, _ = torch.cuda.mem_get_info(loaded.device)
-    cfg = loaded.model.config
-    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 4096)
-    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 32)
-    elem = torch.finfo(loaded.dtype).bits // 8
-    row = 2 * ROW_TOKENS
-    per_token = 16 * hidden * elem + heads * row * 4 + row * elem
-    return int(min(1 << 17, max(512, free // 4 // per_token)))
-
-
 @torch.inference_mode()
 def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
-                progress: Callable[[int], None] | None = None) -> pl.DataFrame:
+                progress: Callable[[int], None] | None = None, *, budget: TokenBudget | None = None) -> pl.DataFrame:
     """Score every continuation of every item: one row per (item, choice), item order then choice order.
 
     Columns and dtypes are SCORE_COLUMNS (metrics.schema.SCORES without model and task columns). `progress`, if
     given, receives the number of (item, choice) requests finished after each forward pass (an increment).
+    `budget` is the model's shared token budget (`logprob.device`); by default one is resolved from `config`.
     """
     max_length = config.max_length or loaded.max_length
     requests = build_requests(loaded.tokenizer, items, max_length)
@@ -259,13 +249,14 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
         return pl.DataFrame(schema=SCORE_COLUMNS)
     n_tokens = np.array([len(r.continuation_ids) for r in requests], dtype=np.int64)
     slots = np.concatenate([[0], np.cumsum(n_tokens)[:-1]])  # first output slot of each request's tokens
-    budget = config.token_budget or auto_token_budget(loaded)
+    budget = budget or TokenBudget.resolve(loaded, config.token_budget)
     packed = getattr(loaded.model.config, "model_type", None) in PACKABLE_MODEL_TYPES
     if not packed:
         log.warning("%s (model_type %r) is not checked for packed scoring: one request per padded row, no shared "
                     "contexts (slower, same numbers)", loaded.name, getattr(loaded.model.config, "model_type", None))
-    segments = make_segments(requests, config.share_contexts and packed, budget)
+    segments = make_segments(requests, config.share_contexts and packed, budget.value)
     base, head = split_model(loaded.model)
+    head_device = execution_device(head)
     if packed:
         _check_window(loaded.model, requests)
 
@@ -275,25 +266,24 @@ def score_items(loaded: LoadedModel, items: Sequence[Item], config: ScoreConfig,
     pending = list(range(len(segments)))
     while pending:
         done: set[int] = set()
+        rows: list[list[int]] = []
         try:
-            for rows in pack([segments[s].length for s in pending], budget, stack=packed):
+            for rows in pack([segments[s].length for s in pending], budget.value, stack=packed):
                 rows = [[pending[i] for i in row] for row in rows]
                 batch = build_batch(segments, rows, slots)
-                lp, rk = run_pass(base, head, batch, loaded.device, loaded.dtype, packed, scratch=scratch)
+                lp, rk = run_pass(base, head, batch, loaded.device, loaded.dtype, packed, scratch=scratch,
+                                  head_device=head_device)
                 out = torch.from_numpy(batch.target_slots)
                 logprob[out], rank[out] = lp.cpu(), rk.cpu()
                 done.update(s for row in rows for s in row)
                 if progress is not None:
                     progress(batch.n_requests)
             pending = []
-        except torch.OutOfMemoryError:
-            if len(rows) == 1 and len(rows[0]) == 1:
-                raise
-            budget = max(1, budget // 2)
-            scratch = Scratch()  # let the cache below free the old buffers too
+        except Exception as exc:  # noqa: BLE001 - back_off re-raises everything but out-of-memory errors
+            scratch = Scratch()  # drop the old buffers before the allocator's cache is emptied
             pending = [s for s in pending if s not in done]
-            torch.cuda.empty_cache()
-            log.warning("out of memory: retrying %d segments with token budget %d", len(pending), budget)
+            budget.back_off(exc, smallest=len(rows) == 1 and len(rows[0]) == 1, what="segments",
+                            n_left=len(pending))
     return _frame(items, requests, n_tokens, logprob.numpy(), rank.numpy())
 
 

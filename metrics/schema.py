@@ -49,6 +49,9 @@ PROVENANCE: dict[str, pl.DataType] = {
     "model_fingerprint": pl.String,  # hash of the checkpoint's files (logprob/fingerprint.py)
     "task_hash": pl.String,  # hash of the task's items exactly as scored (logprob/fingerprint.py)
     "score_config": pl.String,  # JSON of every setting that can change this table's numbers, version included
+    "step": pl.Int64,  # training step of the checkpoint (a revision such as step3000, or a ladder file); null: unknown
+    "tokens_seen": pl.Int64,  # training tokens the checkpoint has seen, where known; null otherwise
+    "token_budget": pl.Int64,  # tokens per forward pass resolved for this model (batching only: never blocks a resume)
 }
 
 #: scores.parquet: one row per (model, task, item, choice).

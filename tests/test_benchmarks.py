@@ -21,8 +21,8 @@ MICRO = dict(throughput.PYTHIA_70M, vocab_size=520, hidden_size=32, num_hidden_l
 
 def test_three_methods_agree_on_micro_workloads(tmp_path):
     stats = throughput.agreement_check(tmp_path, MICRO, vocab=512)  # raises ValueError on any disagreement
-    # QUICK = 12 items × 4 choices for (a) and (c), 4 single continuations for (b)
-    assert {name: n for name, (_, n, _) in stats.items()} == {"a": 48, "b": 4, "c": 48}
+    # QUICK = 12 items × 4 choices for (a) and (c), 4 single continuations for (b), 12 prompts for (d)
+    assert {name: n for name, (_, n, _) in stats.items()} == {"a": 48, "b": 4, "c": 48, "d": 12}
     assert all(worst <= throughput.ATOL for worst, _, _ in stats.values())
     assert stats["c"][2] > 0, "no greedy choice was scored, so the is_greedy agreement was not exercised"
 
@@ -58,19 +58,37 @@ def test_gpu_script_without_cuda_says_so(monkeypatch, capsys):
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
-def test_bare_arithmetic_runs_each_context_once_and_scores_every_continuation_token(tmp_path):
+@pytest.mark.parametrize("workload", ["a", "b", "c"])
+def test_bare_arithmetic_runs_each_context_once_and_the_head_where_a_token_is_predicted(tmp_path, workload):
     path = throughput.build_checkpoint(tmp_path / "micro", MICRO, vocab=512)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    w = throughput.make_workloads(tokenizer, throughput.QUICK)["a"]
+    w = throughput.make_workloads(tokenizer, throughput.QUICK)[workload]
     sequences = throughput.bare_sequences(tokenizer, w)
     assert len(sequences) == len(w.items)  # one pass per item: the context is not repeated per choice
-    for (ids, n_scored), (_, ctx, conts) in zip(sequences, w.items, strict=True):
+    for (ids, n_head), (_, ctx, conts) in zip(sequences, w.items, strict=True):
         ctx_ids = tokenizer(ctx)["input_ids"]
-        assert ids[: len(ctx_ids)] == ctx_ids
-        assert n_scored == sum(len(tokenizer(ctx + c)["input_ids"]) - len(ctx_ids) for c in conts)
-        assert len(ids) == len(ctx_ids) + n_scored
+        cont_lens = [len(tokenizer(ctx + c)["input_ids"]) - len(ctx_ids) for c in conts]  # continuations carry
+        assert ids[: len(ctx_ids)] == ctx_ids  # their leading space, so lm-eval's split is the plain one
+        assert len(ids) == len(ctx_ids) + sum(n - 1 for n in cont_lens)  # each continuation feeds all but its last
+        assert n_head == 1 + sum(n - 1 for n in cont_lens)  # the context's last position predicts every first token
+        if workload == "c":
+            assert (len(ids), n_head) == (len(ctx_ids), 1)  # one-token choices: the context alone, the head once
+    assert throughput.load_method("bare", path, 0)(w) == []
+
+
+def test_generation_agreement_check_and_token_count(tmp_path):
+    path = throughput.build_checkpoint(tmp_path / "micro", MICRO, vocab=512)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    w = throughput.make_workloads(tokenizer, throughput.QUICK)["d"]
+    reference = [("x", 3)] * len(w.items)
+    assert throughput.generation_tokens(tokenizer, w, reference) == sum(
+        len(tokenizer(ctx)["input_ids"]) + 3 for _, ctx, _ in w.items)
+    with pytest.raises(ValueError, match="lm-eval disagrees with plain on the answer to prompt 1"):
+        throughput.check_generations({"plain": [("a", 8), ("b", 8)], "lm-eval": ["a", "c"]}, ["p0", "p1"])
     assert throughput.load_method("bare", path, 0)(w) == []
 
 

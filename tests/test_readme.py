@@ -63,3 +63,16 @@ def test_every_analyze_option_is_documented(capsys):
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Analyse results you already have"):text.index("## Python API")]
     assert "--x-reverse" in options and sorted(o for o in options if o not in section) == []
+
+
+def test_every_score_option_is_documented(capsys):
+    """Each option of `scalelens score` appears in the README, the scaling-out ones among them."""
+    from logprob.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    options = set(re.findall(r"(--[a-z][a-z-]+)", capsys.readouterr().out)) - {"--help"}
+    text = README.read_text(encoding="utf-8")
+    assert {"--ladder", "--device-map", "--max-memory"} <= options
+    assert sorted(o for o in options if o not in text) == []
+    assert "torchrun --nproc_per_node 8 $(which scalelens) score" in text

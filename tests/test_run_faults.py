@@ -355,7 +355,9 @@ def test_full_disk_while_writing_is_one_line_and_leaves_the_table_intact(tasks, 
     code, _, err = score(capsys, "--model", M1, "--task", tasks / "mc.jsonl", "--out", out)
     assert code == 2 and "the disk is full" in last_line(err)
     assert (out / "scores.parquet").read_bytes() == saved
-    assert sorted(p.name for p in out.iterdir()) == ["scores.parquet"]  # no temporary file, no lock
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "scores.parquet"]  # no temporary file, no lock
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "stopped" and "the disk is full" in record["error"]
 
 
 @pytest.mark.parametrize("name", ["scores", "generations"])
@@ -465,7 +467,7 @@ def test_pickle_refused_by_the_weights_only_loader_is_one_line(tasks, tmp_path, 
     path = _pickle_only(tmp_path, blocked=True)
     code, _, err = score(capsys, "--model", path, "--allow-pickle", "--task", tasks / "mc.jsonl", "--out",
                          tmp_path / "out")
-    assert code == 2 and "weights-only" in last_line(err)
+    assert code == 3 and "weights-only" in last_line(err)  # a model that fails to load: reported, the run goes on
 
 
 def test_hub_id_found_in_the_cache_offline(tasks, tmp_path, capsys, monkeypatch):
@@ -569,7 +571,9 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_temporary_file_or_lock(tas
         proc.kill()
     assert proc.returncode == 130
     assert last_line(err).startswith("scalelens: interrupted")
-    assert list(out.iterdir()) == []  # no table (the first write was cut), no temporary file, no lock
+    # no table (the first write was cut), no temporary file, no lock; run.json says the run was stopped
+    assert [p.name for p in out.iterdir()] == ["run.json"]
+    assert json.loads((out / "run.json").read_text())["status"] == "stopped"
     assert score(capsys, *args)[0] == 0 and table(out).height == sum(len(r["choices"]) for r in jsonl(tasks / "mc.jsonl"))
 
 
@@ -589,4 +593,4 @@ def test_kill_9_then_resume_equals_a_clean_run(tasks, tmp_path, capsys):
     assert score(capsys, *args, "--out", ref)[0] == 0
     for name in ("scores", "generations"):
         assert table(out, name).equals(table(ref, name))
-    assert sorted(p.name for p in out.iterdir()) == ["generations.parquet", "scores.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["generations.parquet", "run.json", "scores.parquet"]

@@ -15,14 +15,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import logprob.score as score_module
 from logprob.config import ModelSpec, ScoreConfig
+from logprob.device import CPU_TOKEN_BUDGET, TokenBudget
 from logprob.model import LoadedModel, count_parameters, load_model
 from logprob.score import (
-    CPU_TOKEN_BUDGET,
     PACKABLE_MODEL_TYPES,
     SCORE_COLUMNS,
     _rank,
     attention_mask,
-    auto_token_budget,
     score_items,
     token_scores,
 )
@@ -194,7 +193,7 @@ def test_attention_mask_two_segments_and_padding():
 
 
 def test_refuses_logit_transforms_and_narrow_sliding_windows(tiny_model_dir, loaded, monkeypatch):
-    assert auto_token_budget(loaded) == CPU_TOKEN_BUDGET
+    assert TokenBudget.resolve(loaded, None).value == CPU_TOKEN_BUDGET
     capped = load_model(ModelSpec(tiny_model_dir("gpt_neox"), device="cpu"))  # a fresh model: checks are cached
     forward = capped.model.forward
 
