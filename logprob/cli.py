@@ -18,8 +18,8 @@ from sacrebleu.metrics import BLEU
 
 from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig, parse_max_memory
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False)  # names such as "addition_gen [direct]" are text, never style tags
+err_console = Console(stderr=True, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -92,11 +92,18 @@ EXIT_PARTIAL = 3
 
 
 def cmd_score(args) -> int:
-    from logprob.distributed import join
+    from logprob.distributed import join, leave
+
+    world = join(args.device, args.device_map)  # alone: no import, no cost; under torchrun: the process group
+    code = _score(args, world)
+    leave(world)  # every rank finished: leave the group together (an error above ends every rank alike)
+    return code
+
+
+def _score(args, world) -> int:
     from logprob.run import open_run
     from logprob.tasks import load_task
 
-    world = join(args.device, args.device_map)  # alone: no import, no cost; under torchrun: the process group
     if not world.is_main:  # rank 0 alone speaks: its progress, warnings and errors stand for the run
         import transformers
 
@@ -110,6 +117,11 @@ def cmd_score(args) -> int:
     if world.size > 1:
         specs = [dataclasses.replace(s, device=world.device) for s in specs]
     tasks = [load_task(Path(t)) for t in args.task]
+    if args.formulations:  # every task posed every way asked, each a unit of its own
+        from logprob.formulations import render, resolve
+
+        formulations = resolve(args.formulations)
+        tasks = [render(t, f) for t in tasks for f in formulations]
     out = Path(args.out)
     with open_run(specs, tasks, out, config, generate=not args.no_generate, restart=args.restart,
                   world=world) as run:
@@ -312,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a named ladder (pythia, gpt2, ...) or a ladder file (TOML: ids, revisions, labels); "
                         "--model adds models after it")
     p.add_argument("--task", action="append", required=True, help="task file (.jsonl or BIG-bench task.json); repeatable")
+    p.add_argument("--formulations", action="append", default=[], metavar="NAME|FILE.toml",
+                   help="pose every task each of these ways (a built-in name: default, letters, zero-shot-cot; or a "
+                        "TOML file of [[formulation]] tables); repeatable; default: the tasks as written")
     p.add_argument("--out", required=True, help="output folder (reruns resume from it)")
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} or cuda:N (default auto)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")

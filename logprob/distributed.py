@@ -85,6 +85,21 @@ class World:
 SINGLE = World()
 
 
+def leave(world: World) -> None:
+    """Leave the process group together: wait for every rank, then tear the group down. Without it a rank that
+    exits while another still holds its gloo connection can be aborted ("terminate called without an active
+    exception", SIGABRT), failing a run that finished."""
+    if world.size == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def launched_size(environ=os.environ) -> int:
     """The number of processes a launcher started (1 when none did).
 

@@ -118,7 +118,8 @@ def model_fingerprint(folder: str | os.PathLike) -> str:
 
 def task_hash(task: Task) -> str:
     """A short hash of the items exactly as scored: ids, contexts, choices, targets, graded target scores and
-    references, in order.
+    references, in order, with the task's formulation and how its answers are read (answer regex, generation
+    budget, stop sequences): anything that can change a number of the task.
 
     The task's name is not part of it (the name is the key the hash is stored under).
 
@@ -127,10 +128,13 @@ def task_hash(task: Task) -> str:
     >>> b = Task("other", (Item("q", "2+2=", choices=("4", "5"), target=0),))
     >>> c = Task("t", (Item("q", "2+2=", choices=("4", "5"), target=1),))
     >>> d = Task("t", (Item("q", "2+2=", choices=("4", "5"), target=0, target_scores=(1.0, 0.5)),))
-    >>> task_hash(a) == task_hash(b), task_hash(a) == task_hash(c), task_hash(a) == task_hash(d)
-    (True, False, False)
+    >>> e = Task("t", a.items, formulation="cot", answer_regex=r"is (\\d+)")
+    >>> [task_hash(a) == task_hash(x) for x in (b, c, d, e)]
+    [True, False, False, False]
     """
     rows = [[it.item_id, it.context, list(it.choices), list(it.target), list(it.references),
              list(it.target_scores) if it.target_scores else None] for it in task.items]
-    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    reading = [task.formulation, task.answer_regex, task.max_new_tokens,
+               list(task.stop_sequences) if task.stop_sequences is not None else None]
+    text = json.dumps([rows, reading], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGITS]

@@ -30,6 +30,9 @@ Generation stops per row at the first of: an EOS token, a decoded text containin
   `reference_token_ids`.
 - `stop_reason`: "stop_sequence", "eos" or "max_new_tokens".
 - `n_truncated`: prompt tokens cut from the left (0 when the prompt fit).
+- `generation`, `answer_extracted`, `reference_answers`, `answer_logprob`, `answer_n_tokens`: the chain-of-thought
+  columns (logprob/reasoning.py); here `generation` = `prediction`, `reference_answers` = `references` and the rest
+  null, until `reasoning.read_answers` reads the answers of a task posed with an answer regex.
 """
 
 from __future__ import annotations
@@ -119,6 +122,11 @@ def generate_items(
             "reference_token_ids": references,
             "stop_reason": [r[2] for r in rows],
             "n_truncated": n_truncated,
+            "generation": predictions,  # a chain-of-thought task's answers are read by logprob.reasoning
+            "answer_extracted": [None] * len(gen_items),
+            "reference_answers": [list(item.references) for item in gen_items],
+            "answer_logprob": [None] * len(gen_items),
+            "answer_n_tokens": [None] * len(gen_items),
         },
         schema=COLUMNS,
     )

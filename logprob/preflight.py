@@ -256,21 +256,21 @@ def _check_on_hub(repo_id: str, revision: str | None):
 
 
 def check_tasks(tasks: Sequence[Task]) -> list[str]:
-    """No two tasks with the same name or the same items; returns each task's hash, in order."""
+    """No two tasks with the same name and formulation, or the same items; returns each task's hash, in order."""
     from logprob.fingerprint import task_hash
 
     hashes = [task_hash(t) for t in tasks]
-    by_name: dict[str, Task] = {}
+    by_name: dict[tuple[str, str], Task] = {}
     by_hash: dict[str, Task] = {}
     for task, digest in zip(tasks, hashes, strict=True):
-        if task.name in by_name:
-            first = by_name[task.name]
+        if (task.name, task.formulation) in by_name:
+            first = by_name[(task.name, task.formulation)]
             same = "the same file twice" if first.source == task.source else f"{first.source} and {task.source}"
             raise ValueError(f"--task: task {task.name!r} is given twice ({same}); a task is named by its file "
                              "name, so give each task once and rename one of two different files")
         if digest in by_hash:
             raise ValueError(f"--task: {by_hash[digest].source} and {task.source} hold the same items; give the task once")
-        by_name[task.name], by_hash[digest] = task, task
+        by_name[(task.name, task.formulation)], by_hash[digest] = task, task
     return hashes
 
 

@@ -41,7 +41,15 @@ from logprob.preflight import model_label as model_label
 from logprob.record import RUN_FILE, RunRecord
 from logprob.tasks import Task
 from metrics.folder import FolderError, check_provenance, read_table, settings_difference
-from metrics.schema import GENERATIONS, GENERATIONS_FILE, PROVENANCE, SCORES, SCORES_FILE, write_parquet_atomic
+from metrics.schema import (
+    DEFAULT_FORMULATION,
+    GENERATIONS,
+    GENERATIONS_FILE,
+    PROVENANCE,
+    SCORES,
+    SCORES_FILE,
+    write_parquet_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +126,12 @@ def score_unit(loaded, unit: Unit, config: ScoreConfig, advance: Callable[[int],
         share = unit.task.items if items is None else items
         scores = score_items(loaded, share, config, advance, budget=budget).with_columns(**keys)
     if unit.generations:
+        from logprob.reasoning import generation_config, read_answers
+
         share = unit.generative_items if generative is None else generative
-        gens = generate_items(loaded, share, config, advance, budget=budget).with_columns(**keys)
+        settings = generation_config(config, unit.task)  # a chain of thought's own budget and stop sequences
+        gens = generate_items(loaded, share, settings, advance, budget=budget)
+        gens = read_answers(loaded, unit.task, gens, config, budget=budget).with_columns(**keys)
     return scores, gens
 
 
@@ -146,14 +158,28 @@ def _warn_unknown_characters(loaded, label: str, task: Task) -> None:
     if chars:
         shown = "".join(chars[:40]) + ("..." if len(chars) > 40 else "")
         log.warning("%s: its tokenizer has no token for %d character(s) of task %s and reads them as %s: %r; "
-                    "texts that differ only there score the same", label, len(chars), task.name,
+                    "texts that differ only there score the same", label, len(chars), task_label(task),
                     getattr(loaded.tokenizer, "unk_token", "<unk>"), shown)
 
 
-def _rows(table: pl.DataFrame | None, label: str, task: str) -> pl.DataFrame | None:
+#: A unit's task key in the tables: its task and formulation (one task can be scored posed several ways).
+TASK_KEY = pl.concat_str([pl.col("task"), pl.col("formulation")], separator="\x1f")
+
+
+def task_key(task: Task) -> str:
+    """The value of TASK_KEY for a task's rows."""
+    return f"{task.name}\x1f{task.formulation}"
+
+
+def task_label(task: Task) -> str:
+    """A task for people: its name, and its formulation unless it is the task as written."""
+    return task.name if task.formulation == DEFAULT_FORMULATION else f"{task.name} ({task.formulation})"
+
+
+def _rows(table: pl.DataFrame | None, label: str, key: str) -> pl.DataFrame | None:
     if table is None:
         return None
-    rows = table.filter((pl.col("model") == label) & (pl.col("task") == task))
+    rows = table.filter((pl.col("model") == label) & (TASK_KEY == key))
     return None if rows.is_empty() else rows
 
 
@@ -186,8 +212,8 @@ class Run:
         self.scores_settings = config.settings(dtype, generation=False)
         self.gens_settings = config.settings(dtype, generation=True)
         self.labels = {m.label for m in self.models}
-        self.task_names = {t.name for t in self.tasks}
-        self._expected = {t.name: self._keys(t) for t in self.tasks}
+        self.task_keys = {task_key(t) for t in self.tasks}
+        self._expected = {task_key(t): self._keys(t) for t in self.tasks}
 
     # ------------------------------------------------------------------------------------------------ planning
 
@@ -209,9 +235,9 @@ class Run:
         """Every (model, task) unit of this run, with what must be computed and why."""
         units = []
         for task, digest in zip(self.tasks, self.hashes, strict=True):
-            score_keys, gen_keys = self._expected[task.name]
-            why_scores = _stale_reason(_rows(self.scores, model.label, task.name), fingerprint, digest, score_keys)
-            why_gens = _stale_reason(_rows(self.gens, model.label, task.name), fingerprint, digest, gen_keys)
+            score_keys, gen_keys = self._expected[task_key(task)]
+            why_scores = _stale_reason(_rows(self.scores, model.label, task_key(task)), fingerprint, digest, score_keys)
+            why_gens = _stale_reason(_rows(self.gens, model.label, task_key(task)), fingerprint, digest, gen_keys)
             generations = self._generates(task) and why_gens is not None
             reason = why_scores or (why_gens if generations else None) or None
             units.append(Unit(model, task, digest, why_scores is not None, generations, reason,
@@ -230,20 +256,20 @@ class Run:
                                   f"{diff}); rerun with the folder's options, or {MIX_FIX}")
 
     def _held(self) -> pl.DataFrame:
-        parts = [t.select("model", "task", "model_fingerprint", "task_hash") for t in (self.scores, self.gens)
-                 if t is not None]
-        return pl.concat(parts) if parts else pl.DataFrame(schema={c: pl.String for c in
-                                                                   ("model", "task", "model_fingerprint", "task_hash")})
+        columns = ("model", "task", "formulation", "model_fingerprint", "task_hash")
+        parts = [t.select(columns) for t in (self.scores, self.gens) if t is not None]
+        held = pl.concat(parts) if parts else pl.DataFrame(schema={c: pl.String for c in columns})
+        return held.with_columns(TASK_KEY.alias("key"))
 
     def check_tasks_unmixed(self) -> None:
         """A task this run scores anew must not stay in another version for models the run does not name."""
         held = self._held()
         for task, digest in zip(self.tasks, self.hashes, strict=True):
-            others = held.filter((pl.col("task") == task.name) & (pl.col("task_hash") != digest)
+            others = held.filter((pl.col("key") == task_key(task)) & (pl.col("task_hash") != digest)
                                  & ~pl.col("model").is_in(list(self.labels)))
             if others.height:
                 models = sorted(others["model"].unique().to_list())
-                raise FolderError(f"task {task.name}: {task.source} differs from the version scored in "
+                raise FolderError(f"task {task_label(task)}: {task.source} differs from the version scored in "
                                   f"{self.out_dir} for model(s) {', '.join(models)}, which this run does not name; "
                                   f"add them with --model to rescore them too, or {MIX_FIX}")
 
@@ -253,7 +279,7 @@ class Run:
             return
         held = self._held()
         others = held.filter((pl.col("model") == label) & (pl.col("model_fingerprint") != fingerprint)
-                             & ~pl.col("task").is_in(list(self.task_names)))
+                             & ~pl.col("key").is_in(list(self.task_keys)))
         if others.height:
             tasks = sorted(others["task"].unique().to_list())
             raise FolderError(f"model {label}: the folder holds its results for task(s) {', '.join(tasks)} from "
@@ -270,7 +296,7 @@ class Run:
         for model in self.models:
             for unit in self.units(model, model.fingerprint):
                 if unit.reason and model.fingerprint is not None:
-                    log.warning("%s × %s: rescoring: %s", model.label, unit.task.name, unit.reason)
+                    log.warning("%s × %s: rescoring: %s", model.label, task_label(unit.task), unit.reason)
 
     def new_bytes(self) -> int:
         """An estimate of the bytes this run adds to the tables (preflight.estimate_unit_bytes)."""
@@ -341,7 +367,7 @@ class Run:
                 todo = [u for u in units if u.scores or u.generations]
                 for unit in todo:
                     if unit.reason:
-                        log.warning("%s × %s: rescoring: %s", model.label, unit.task.name, unit.reason)
+                        log.warning("%s × %s: rescoring: %s", model.label, task_label(unit.task), unit.reason)
                 self._retire(units)
             keys = self.world.broadcast([(self.tasks.index(u.task), u.scores, u.generations) for u in todo])
             if main:
@@ -376,11 +402,11 @@ class Run:
             stale = [u for u in units if getattr(u, flag)]
             if not stale:
                 continue
-            dropped = [f"{u.model.label} × {u.task.name}" for u in stale if table == "gens" and not u.generations]
+            dropped = [f"{u.model.label} × {task_label(u.task)}" for u in stale if table == "gens" and not u.generations]
             if dropped:
                 log.warning("dropping generations of %s: made from an earlier checkpoint or task file, and not "
                             "regenerated by this run (--no-generate)", ", ".join(dropped))
-            drop = pl.any_horizontal([(pl.col("model") == u.model.label) & (pl.col("task") == u.task.name)
+            drop = pl.any_horizontal([(pl.col("model") == u.model.label) & (TASK_KEY == task_key(u.task))
                                       for u in stale])
             frame = getattr(self, table).filter(~drop)
             setattr(self, table, frame)
@@ -453,7 +479,7 @@ class Run:
         self._write_model(loaded, model, fingerprint, todo, results, budget)
         record.set_device(loaded.device.type)
         record.add_model(self._entry(
-            model, "scored", tasks=[u.task.name for u in todo], dtype=str(loaded.dtype).removeprefix("torch."),
+            model, "scored", tasks=[task_label(u.task) for u in todo], dtype=str(loaded.dtype).removeprefix("torch."),
             token_budget={"initial": budget.initial, "source": budget.source},
             placement=sorted(set(loaded.placement.values())) if loaded.placement else None,
             ranks=[s for _, s in gathered]))
@@ -482,10 +508,10 @@ class Run:
                 new_gens.append(_with_provenance(gens, prov, GENERATIONS))
         # Scores first: until the generations follow, the model is only missing from the generation table.
         if new_scores:
-            self.scores = _replace(self.scores, new_scores, model.label, [u.task.name for u in todo if u.scores])
+            self.scores = _replace(self.scores, new_scores, model.label, [task_key(u.task) for u in todo if u.scores])
             _write(self.scores, self.out_dir / SCORES_FILE)
         if new_gens:
-            done = [u.task.name for u in todo if u.generations]
+            done = [task_key(u.task) for u in todo if u.generations]
             self.gens = _replace(self.gens, new_gens, model.label, done, GENERATIONS)
             _write(self.gens, self.out_dir / GENERATIONS_FILE)
 
@@ -517,10 +543,10 @@ def _with_provenance(frame: pl.DataFrame, provenance: dict, schema: dict[str, pl
     return frame.select(pl.col(name).cast(dtype) for name, dtype in full.items())
 
 
-def _replace(existing: pl.DataFrame | None, new: list[pl.DataFrame], label: str, tasks: list[str],
+def _replace(existing: pl.DataFrame | None, new: list[pl.DataFrame], label: str, keys: list[str],
              schema: dict[str, pl.DataType] = SCORES) -> pl.DataFrame:
-    """Every row as it was, except this model's rows of `tasks`, which are replaced by `new` (appended)."""
-    kept = [] if existing is None else [existing.filter(~((pl.col("model") == label) & pl.col("task").is_in(tasks)))]
+    """Every row as it was, except this model's rows of the task keys `keys`, which are replaced by `new`."""
+    kept = [] if existing is None else [existing.filter(~((pl.col("model") == label) & TASK_KEY.is_in(keys)))]
     parts = kept + new
     return pl.concat(parts) if parts else pl.DataFrame(schema={**schema, **PROVENANCE})
 

@@ -56,6 +56,8 @@ HF_EXACT_MATCH = "Hugging Face evaluate, metrics/exact_match"
 SACREBLEU_BLEU = "Papineni et al. 2002, BLEU; computed with sacrebleu (Post 2018)"
 SACREBLEU_CHRF = "Popović 2015, chrF; computed with sacrebleu (Post 2018)"
 LEVENSHTEIN = "Levenshtein 1966; computed with rapidfuzz (Wagner & Fischer 1974 recurrence)"
+CHAIN_OF_THOUGHT = ("Wei et al. 2022, Chain-of-thought prompting elicits reasoning in large language models "
+                    "(arXiv:2201.11903); Nye et al. 2021, Show your work (arXiv:2112.00114)")
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,26 @@ _REGISTRY: dict[str, MetricInfo] = {
         CONTINUOUS, LOWER,
         "Fewest character insertions, deletions and substitutions turning the generation into the closest reference.",
         LEVENSHTEIN,
+    ),
+    # --- chain of thought, from generations read with an answer regex (metrics/text.py, logprob/reasoning.py) ---
+    # a 0/1 indicator per item, like exact match: discontinuous
+    "answer_extracted": MetricInfo(
+        DISCONTINUOUS, HIGHER,
+        "1 if the formulation's answer regex found a final answer in the generation, else 0 (an extraction "
+        "failure); chain-of-thought items only.",
+        CHAIN_OF_THOUGHT,
+    ),
+    # a summed log-probability, like logprob_target: continuous
+    "logprob_answer_after_reasoning": MetricInfo(
+        CONTINUOUS, HIGHER,
+        "Log-probability of the best reference answer given the prompt and the model's own generated reasoning up "
+        "to where its answer starts (all of it when none was found); chain-of-thought items only.",
+        CHAIN_OF_THOUGHT,
+    ),
+    "logprob_answer_after_reasoning_per_token": MetricInfo(
+        CONTINUOUS, HIGHER,
+        "logprob_answer_after_reasoning divided by the answer's number of tokens; null for a zero-token answer.",
+        CHAIN_OF_THOUGHT,
     ),
 }
 

@@ -91,6 +91,13 @@ GENERATIONS: dict[str, pl.DataType] = {
     "reference_token_ids": pl.List(pl.List(pl.Int32)),
     "stop_reason": pl.String,  # "stop_sequence", "eos" or "max_new_tokens"
     "n_truncated": pl.Int32,  # prompt tokens cut from the left to leave room for max_new_tokens (0: none)
+    # chain of thought (logprob/reasoning.py): with an answer regex, `prediction` is the final answer read out of
+    # `generation`; without one, `generation` = `prediction` and the answer columns are null
+    "generation": pl.String,  # the whole generated text, cut at the stop sequence
+    "answer_extracted": pl.Boolean,  # the answer regex matched the generation (null: no regex)
+    "reference_answers": pl.List(pl.String),  # each reference's final answer (the reference itself without a regex)
+    "answer_logprob": pl.Float64,  # log P(best reference answer | context + the model's own reasoning)
+    "answer_n_tokens": pl.Int32,  # its tokens
 }
 
 #: Per-item metric values, long format: one row per (model, task, item, metric).
@@ -170,12 +177,24 @@ def _coercible(found: pl.DataType, expected: pl.DataType) -> bool:
     return (found.is_integer() or found.is_float()) and expected.is_float()
 
 
+#: The chain-of-thought columns of a generation table of plain answers (no answer regex).
+_PLAIN_ANSWERS = {
+    "generation": pl.col("prediction"),
+    "answer_extracted": pl.lit(None, pl.Boolean),
+    "reference_answers": pl.col("references"),
+    "answer_logprob": pl.lit(None, pl.Float64),
+    "answer_n_tokens": pl.lit(None, pl.Int32),
+}
+
+
 def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
     """Check that `frame` has every column of `schema`, and return it with each of those columns in the schema's
     dtype; extra columns are kept as they are.
 
     A table without the `formulation` column that the schema has (one built before formulations, or by hand), or
-    with nulls in it, gets DEFAULT_FORMULATION there: its tasks are taken as written.
+    with nulls in it, gets DEFAULT_FORMULATION there: its tasks are taken as written. A generation table without the
+    chain-of-thought columns gets those of plain answers: `generation` = `prediction`, `reference_answers` =
+    `references`, null answer columns.
 
     Numeric widths are converted, never refused, so a table built elsewhere need not match scalelens's storage
     choices: any signed or unsigned integer becomes the schema's integer dtype when every value fits (a value that
@@ -199,6 +218,13 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) ->
             frame = frame.with_columns(pl.lit(DEFAULT_FORMULATION).alias("formulation"))
         elif frame["formulation"].null_count():
             frame = frame.with_columns(pl.col("formulation").cast(pl.String).fill_null(DEFAULT_FORMULATION))
+    if schema is GENERATIONS and "prediction" in frame.columns and "references" in frame.columns:
+        frame = frame.with_columns(expr.alias(name) for name, expr in _PLAIN_ANSWERS.items()
+                                   if name not in frame.columns)
+        frame = frame.with_columns(  # a row without them (built by hand, read elsewhere): a plain answer's
+            pl.coalesce(pl.col("generation").cast(pl.String), pl.col("prediction")).alias("generation"),
+            pl.coalesce(pl.col("reference_answers").cast(pl.List(pl.String)), pl.col("references"))
+            .alias("reference_answers"))
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise ValueError(f"{table}: missing column(s) {missing}; found {frame.columns}")

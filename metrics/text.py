@@ -89,7 +89,7 @@ class ExactMatchConfig:
 def _check_generations(generations: pl.DataFrame) -> pl.DataFrame:
     """Validate (and width-coerce) a generations table; returns it."""
     generations = validate(generations, GENERATIONS, "generations")
-    for column in ("prediction", "references"):
+    for column in ("prediction", "references", "reference_answers"):
         if generations[column].null_count():
             raise ValueError(f"generations: column '{column}' has {generations[column].null_count()} null value(s)")
     one_null = generations.filter(pl.col("prediction_token_ids").is_null() != pl.col("reference_token_ids").is_null())
@@ -128,19 +128,20 @@ def _item_rows(
 
 
 def exact_match(generations: pl.DataFrame, config: ExactMatchConfig = ExactMatchConfig()) -> pl.DataFrame:
-    """`exact_match` per item: 1.0 if the normalised prediction equals any normalised reference (ITEM_METRICS).
+    """`exact_match` per item: 1.0 if the normalised prediction equals any normalised reference answer (ITEM_METRICS;
+    the reference answers are the references themselves, or for a chain-of-thought task their final answers).
 
     >>> g = pl.DataFrame({"model": ["m"], "params": [2], "non_embedding_params": [1], "task": ["t"],
-    ...     "formulation": ["default"], "item_id": ["i"], "prediction": ["Paris!"], "n_generated_tokens": [1], "generated_token_ids": [[5]],
+    ...     "item_id": ["i"], "prediction": ["Paris!"], "n_generated_tokens": [1], "generated_token_ids": [[5]],
     ...     "prediction_token_ids": [[5]], "references": [["paris", "Lyon"]], "reference_token_ids": [[[5], [6]]],
-    ...     "stop_reason": ["eos"], "n_truncated": [0]}, schema=GENERATIONS)
+    ...     "stop_reason": ["eos"], "n_truncated": [0]})
     >>> exact_match(g, ExactMatchConfig(ignore_case=True, ignore_punctuation=True))["value"].to_list()
     [1.0]
     """
     generations = _check_generations(generations)
     values = [
         float(any(config.normalise(pred) == config.normalise(ref) for ref in refs))
-        for pred, refs in zip(generations["prediction"], generations["references"])
+        for pred, refs in zip(generations["prediction"], generations["reference_answers"])
     ]
     return _item_rows(generations, {"exact_match": values}, {"exact_match": config.signature()})
 
@@ -213,7 +214,7 @@ class ChrfConfig:
 def _segment_statistics(metric: BLEU | CHRF, generations: pl.DataFrame) -> list[list[int]]:
     """sacrebleu's per-segment statistics for every row; items may have different numbers of references
     (sacrebleu's reference streams padded with None)."""
-    refs = generations["references"].to_list()
+    refs = generations["reference_answers"].to_list()
     if not refs:
         return []
     n_streams = max(len(r) for r in refs)
@@ -304,6 +305,7 @@ def corpus_metrics(
     generations: pl.DataFrame, bleu: BleuConfig = BleuConfig(), chrf: ChrfConfig = ChrfConfig()
 ) -> tuple[pl.DataFrame, list[CorpusMetric]]:
     """Per-item statistics (`text_statistics`) and the corpus BLEU and chrF computed from their sums."""
+    generations = _check_generations(generations)
     stats = text_statistics(generations, bleu, chrf)
     bleu_metric = bleu.metric(effective_order=False)
     chrf_metric = chrf.metric()
@@ -366,7 +368,7 @@ def edit_distances(generations: pl.DataFrame) -> pl.DataFrame:
         generations["prediction_token_ids"],
         generations["reference_token_ids"],
         generations["prediction"],
-        generations["references"],
+        generations["reference_answers"],
     ):
         if pred_ids is None:
             token.append(None)
@@ -388,9 +390,31 @@ def text_metrics(
     bleu: BleuConfig = BleuConfig(),
     chrf: ChrfConfig = ChrfConfig(),
 ) -> pl.DataFrame:
-    """Every built-in per-item text metric (exact_match, bleu, chrf, edit distances) as ITEM_METRICS rows."""
-    parts = [exact_match(generations, exact), bleu_chrf(generations, bleu, chrf), edit_distances(generations)]
+    """Every built-in per-item text metric (exact_match, bleu, chrf, edit distances, and for chain-of-thought items
+    the reasoning metrics) as ITEM_METRICS rows."""
+    parts = [exact_match(generations, exact), bleu_chrf(generations, bleu, chrf), edit_distances(generations),
+             reasoning_metrics(generations)]
     return pl.concat(parts).sort(ITEM_KEYS, maintain_order=True)
+
+
+REASONING_METRICS = ("answer_extracted", "logprob_answer_after_reasoning", "logprob_answer_after_reasoning_per_token")
+
+
+def reasoning_metrics(generations: pl.DataFrame) -> pl.DataFrame:
+    """For items of a chain-of-thought task (an answer regex, `answer_extracted` not null; logprob.reasoning):
+    `answer_extracted` (1 when the regex found a final answer in the generation), `logprob_answer_after_reasoning`
+    (log-probability of the best reference answer after the model's own reasoning) and its per-token mean (null
+    for a zero-token answer). No rows for other items."""
+    generations = _check_generations(generations).filter(pl.col("answer_extracted").is_not_null())
+    tokens = generations["answer_n_tokens"].to_list()
+    logprob = generations["answer_logprob"].to_list()
+    columns = {
+        "answer_extracted": generations["answer_extracted"].cast(pl.Float64).to_list(),
+        "logprob_answer_after_reasoning": logprob,
+        "logprob_answer_after_reasoning_per_token": [lp / n if lp is not None and n else None
+                                                     for lp, n in zip(logprob, tokens, strict=True)],
+    }
+    return _item_rows(generations, columns, dict.fromkeys(columns, ""))
 
 
 # ----------------------------------------------------------------------------------------- any evaluate module
@@ -415,7 +439,7 @@ def extra_metric(generations: pl.DataFrame, module: EvaluationModuleLike) -> pl.
     if not hasattr(module, "compute") or not isinstance(getattr(module, "name", None), str):
         raise ValueError(f"extra_metric: module must be an evaluate.EvaluationModule, found {type(module).__name__}")
     columns: dict[str, list[float | None]] = {}
-    for row, (pred, refs) in enumerate(zip(generations["prediction"], generations["references"])):
+    for row, (pred, refs) in enumerate(zip(generations["prediction"], generations["reference_answers"])):
         result = module.compute(predictions=[pred], references=[refs.to_list()]) or {}
         for key, value in result.items():
             if isinstance(value, (bool, numbers.Real, np.bool_)):

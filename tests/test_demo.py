@@ -26,18 +26,34 @@ def test_demo_reduced_writes_tables_figures_and_summary(tmp_path):
                  "item_correlations", "slices"):
         assert (tmp_path / f"{name}.parquet").exists()
     metrics = validate(pl.read_parquet(tmp_path / "metrics.parquet"), METRICS, "metrics")
-    validate(result.analysis.emergence, EMERGENCE, "emergence")
+    emergence = validate(result.analysis.emergence, EMERGENCE, "emergence")
     n_models = len(load_manifest()["models"])
-    assert metrics.filter(pl.col("metric") == "exact_match")["n_items"].to_list() == [12] * n_models
-    expected = [f"{task}_{kind}.png" for task in ("addition_gen", "addition_mc")
-                for kind in ("metrics", "sharp_vs_smooth", "item_correlations", "slices")]
-    expected += ["addition_gen_generative.png", "addition_mc_logprob_gap.png"]
+    # two formulations of the generative task, each answered by its own ladder of the same sizes
+    exact = metrics.filter(pl.col("metric") == "exact_match")
+    assert sorted(exact["formulation"].unique()) == ["direct", "scratchpad"]
+    assert exact.group_by("formulation").len()["len"].to_list() == [n_models, n_models]
+    assert exact["n_items"].to_list() == [12] * (2 * n_models)
+    assert set(exact.filter(pl.col("formulation") == "scratchpad")["model"].str.slice(0, 10)) == {"scratchpad"}
+    assert emergence.filter(pl.col("metric") == "exact_match").select("task", "formulation").sort("formulation").rows() \
+        == [("addition_gen", "direct"), ("addition_gen", "scratchpad")]
+    # the scratchpad's final answers were read out of its generations, and none was missed by the big models
+    gens = pl.read_parquet(tmp_path / "generations.parquet").filter(pl.col("formulation") == "scratchpad")
+    big = gens.filter(pl.col("model") == "scratchpad-07-787k")
+    assert big["prediction"].to_list() == [refs[0] for refs in big["reference_answers"].to_list()]
+    assert all(";" in g for g in big["generation"].to_list())  # the whole working is kept
+    expected = [f"addition_gen_{form}_{kind}.png" for form in ("direct", "scratchpad")
+                for kind in ("metrics", "sharp_vs_smooth", "item_correlations", "slices", "generative")]
+    expected += [f"addition_mc_{kind}.png" for kind in ("metrics", "sharp_vs_smooth", "item_correlations", "slices",
+                                                        "logprob_gap")]
+    expected += ["addition_gen_formulations.png"]
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == sorted(expected)
-    assert "addition_mc:" in result.summary and "addition_gen:" in result.summary
+    assert "addition_mc:" in result.summary and "addition_gen [direct]:" in result.summary
+    assert "addition_gen [scratchpad]:" in result.summary and "formulations compared" in result.summary
     # 12 items: exact match sits at 0 for the four smallest models (median step 0, B = ∞ as computed); the headline
     # must give the bound the data support and say why, never the bare ∞
-    exact = result.analysis.emergence.filter(pl.col("metric") == "exact_match").row(0, named=True)
-    assert exact["breakthroughness"] == math.inf and exact["resolution_limited"] is True
+    direct = result.analysis.emergence.filter((pl.col("metric") == "exact_match")
+                                              & (pl.col("formulation") == "direct")).row(0, named=True)
+    assert direct["breakthroughness"] == math.inf and direct["resolution_limited"] is True
     assert "exact_match B ≥" in result.summary and "resolution-limited" in result.summary
     assert "exact_match B = ∞" not in result.summary
     # The demo's BLEU is character-level, and says so where the number is.

@@ -38,7 +38,7 @@ def analysis():
 
 def printed(analysis, width, monkeypatch) -> str:
     buffer = io.StringIO()
-    monkeypatch.setattr(logprob.cli, "console", Console(file=buffer, width=width, color_system=None))
+    monkeypatch.setattr(logprob.cli, "console", Console(file=buffer, width=width, color_system=None, markup=False))
     logprob.cli.print_analysis(analysis)
     return buffer.getvalue().replace("\u00a0", " ")  # the narrow layout keeps an interval on one line with NBSPs
 

@@ -188,7 +188,10 @@ def test_multi_char_stop_and_earliest_of_several():
     out = generate_items(_scripted(), [item], ScoreConfig(max_new_tokens=8, stop_sequences=("c\nx",)))
     assert out.drop("references", "reference_token_ids").row(0, named=True) == {
         "item_id": "s", "prediction": "b", "n_generated_tokens": 4, "generated_token_ids": _ids("b"),
-        "prediction_token_ids": _ids("b"), "stop_reason": "stop_sequence", "n_truncated": 0}
+        "prediction_token_ids": _ids("b"), "stop_reason": "stop_sequence", "n_truncated": 0,
+        # a plain answer: the generation is the prediction, and no answer is read out of it
+        "generation": "b", "answer_extracted": None, "reference_answers": ["b"], "answer_logprob": None,
+        "answer_n_tokens": None}
     out = generate_items(_scripted(), [item], ScoreConfig(max_new_tokens=8, stop_sequences=("x", "bc")))
     assert (out["prediction"][0], out["n_generated_tokens"][0]) == ("", 2)
 
