@@ -32,49 +32,22 @@ for a known model at its final checkpoint, its training tokens, else unknown.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-#: A step in a revision or a checkpoint folder name: step3000, step-3000, stage1-step140000-tokens588B, checkpoint-3000.
-_STEP = re.compile(r"(?:^|[-_/.])(?:step|checkpoint)[-_]?([0-9]+)(?=$|[-_/.])", re.IGNORECASE)
-#: Tokens in a revision: tokens588B (OLMo), tokens-1.2T.
-_TOKENS = re.compile(r"(?:^|[-_/.])tokens?[-_]?([0-9]+(?:\.[0-9]+)?)([KMBT]?)(?=$|[-_/.])", re.IGNORECASE)
-_SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+from metrics.ladders import parse_step, parse_tokens
+
 #: Fields of a `[[model]]` table of a ladder file.
 MODEL_FIELDS = ("id", "revision", "label", "step", "tokens_seen")
 #: Top-level keys of a ladder file.
 TOP_FIELDS = ("name", "model", "id", "ids", "revisions", "labels")
 
 
-def parse_step(revision: str | None) -> int | None:
-    """The training step a revision or checkpoint folder name states, or None.
-
-    >>> [parse_step(r) for r in ("step3000", "stage1-step140000-tokens588B", "checkpoint-500", "main", None)]
-    [3000, 140000, 500, None, None]
-    """
-    found = _STEP.search(revision) if revision else None
-    return int(found.group(1)) if found else None
-
-
-def parse_tokens(revision: str | None) -> int | None:
-    """Training tokens a revision states (OLMo's `tokens588B`), or None.
-
-    >>> parse_tokens("stage1-step140000-tokens588B"), parse_tokens("step3000")
-    (588000000000, None)
-    """
-    found = _TOKENS.search(revision) if revision else None
-    if not found:
-        return None
-    return round(float(found.group(1)) * _SCALE[found.group(2).upper()])
-
-
 def known_model(hub_id: str):
-    """`metrics.ladders.known_model(hub_id)`, or None where this installation has no table of known ladders."""
-    try:
-        from metrics.ladders import known_model as lookup
-    except ImportError:
-        return None
+    """`metrics.ladders.known_model(hub_id)`: the table of known ladders, which also parses revisions (`parse_step`,
+    `parse_tokens`) for the analysis of results read elsewhere."""
+    from metrics.ladders import known_model as lookup
+
     return lookup(hub_id)
 
 

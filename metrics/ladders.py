@@ -13,7 +13,8 @@ Training tokens are given only where the source states them exactly: Pythia (143
 tokens = 299,892,736,000, the model cards) and Cerebras-GPT (steps × batch × 2048 from the model cards' table;
 13B is quoted as 174,335 steps at batch 720, the card's batch-720 equivalent of its 720 → 1080 schedule).
 
-Public API: `KnownModel`, `LADDERS`, `ladder(name)`, `known_model(model_id)`, `parse_step(revision)`.
+Public API: `KnownModel`, `LADDERS`, `ladder(name)`, `known_model(model_id)`, `parse_step(revision)`,
+`parse_tokens(revision)`.
 """
 
 from __future__ import annotations
@@ -196,16 +197,31 @@ def known_model(model_id: str) -> KnownModel | None:
     return _BY_NAME.get(model_id.split("@", 1)[0].strip().lower())
 
 
-_STEP = re.compile(r"^step(\d+)$")
+#: "step3000", "stage1-step140000-…", "checkpoint-500": a step number between separators.
+_STEP = re.compile(r"(?:^|[-_/.])(?:step|checkpoint)[-_]?([0-9]+)(?=$|[-_/.])", re.IGNORECASE)
+#: "tokens588B": a token count with an optional K/M/B/T scale.
+_TOKENS = re.compile(r"(?:^|[-_/.])tokens?[-_]?([0-9]+(?:\.[0-9]+)?)([KMBT]?)(?=$|[-_/.])", re.IGNORECASE)
+_SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
 
 def parse_step(revision: str | None) -> int | None:
-    """The training step a Pythia-style revision names ("step3000" → 3000); None for anything else.
+    """The training step a revision or checkpoint folder name states (Pythia's "step3000", OLMo's
+    "stage1-step140000-tokens588B", a Trainer's "checkpoint-500"), or None.
 
-    >>> parse_step("step3000"), parse_step("main"), parse_step(None)
-    (3000, None, None)
+    >>> [parse_step(r) for r in ("step3000", "stage1-step140000-tokens588B", "checkpoint-500", "main", None)]
+    [3000, 140000, 500, None, None]
     """
-    if not revision:
+    found = _STEP.search(revision) if revision else None
+    return int(found.group(1)) if found else None
+
+
+def parse_tokens(revision: str | None) -> int | None:
+    """Training tokens a revision states (OLMo's `tokens588B`), or None.
+
+    >>> parse_tokens("stage1-step140000-tokens588B"), parse_tokens("step3000")
+    (588000000000, None)
+    """
+    found = _TOKENS.search(revision) if revision else None
+    if not found:
         return None
-    match = _STEP.match(revision.strip())
-    return int(match.group(1)) if match else None
+    return round(float(found.group(1)) * _SCALE[found.group(2).upper()])
