@@ -195,6 +195,7 @@ def cmd_report(args) -> int:
         figures=not args.no_figures,
         bleu=BleuConfig(tokenize=args.bleu_tokenize),
         n_slices=args.slices,
+        x=args.x,
         extra_modules=modules,
         extra_directions=directions,
     )
@@ -353,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--slices", type=int, default=3,
                    help="difficulty slices: items cut into this many equal groups by difficulty (default 3)")
+    p.add_argument("--x", default="auto", choices=("auto", "non_embedding_params", "params", "step", "tokens"),
+                   help="scale axis: auto = step for checkpoints of one model (equal sizes, known steps), else "
+                        "non-embedding parameters")
     p.add_argument("--no-figures", action="store_true", help="do not write PNG figures")
     p.add_argument(
         "--bleu-tokenize",

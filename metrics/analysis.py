@@ -99,8 +99,13 @@ def analyse(
     extra_modules: Sequence[EvaluationModuleLike] = (),
     extra_directions: Mapping[str, tuple[str, str]] | None = None,
     n_slices: int = DEFAULT_SLICES,
+    x: str = "auto",
 ) -> Analysis:
     """Every built-in metric of the same outputs, sharp and smooth, then every statistic of each curve.
+
+    `x` is the scale axis: `non_embedding_params`, `params`, `step` or `tokens` (the provenance columns `step` and
+    `tokens_seen` of a checkpoint ladder), or `auto`: `step` when every model has the same non-embedding count and a
+    known step (a ladder along training), else non-embedding parameters (`scale_axis`).
 
     `extra_modules` are `evaluate` modules applied per generated item; each numeric output becomes a smooth metric
     `<module.name>_<output key>`, read with the direction given as `extra_directions[module.name] = (direction,
@@ -121,7 +126,10 @@ def analyse(
         parts.append(rows)
     columns = parts[0].columns
     item_metrics = pl.concat([p.select(columns) for p in parts])
-    curves = item_curves(item_metrics, bootstrap, extra_info)
+    axis, per_model = scale_axis(scores, x)
+    if per_model is not None:
+        item_metrics = item_metrics.join(per_model, on="model", how="left")
+    curves = item_curves(item_metrics, bootstrap, extra_info, x=axis)
     if has_gens:
         stats, specs = corpus_metrics(generations, bleu)
         generative_tasks = set(stats["task"].unique().to_list())
@@ -130,6 +138,39 @@ def analyse(
                 c = add_corpus_metric(c, stats, spec.columns, spec.score, spec.metric, spec.signature)
             curves[k] = c
     return analyse_curves(curves, item_metrics, n_slices=n_slices)
+
+
+#: Axes a scored folder can be analysed along: the sizes, or the checkpoint's training step or tokens seen.
+FOLDER_AXES = ("auto", "non_embedding_params", "params", "step", "tokens")
+
+
+def scale_axis(scores: pl.DataFrame, x: str = "auto") -> tuple[str, pl.DataFrame | None]:
+    """(axis column, per-model frame of it to join to the item metrics, or None for a size column they carry).
+
+    >>> scores = pl.DataFrame({"model": ["a@step1", "a@step9"], "non_embedding_params": [5, 5], "step": [1, 9]})
+    >>> scale_axis(scores)[0], scale_axis(scores.with_columns(non_embedding_params=pl.Series([5, 6])))[0]
+    ('step', 'non_embedding_params')
+    """
+    if x not in FOLDER_AXES:
+        raise ValueError(f"--x {x}: expected one of {', '.join(FOLDER_AXES)}")
+    if x in ("non_embedding_params", "params"):
+        return x, None
+    source = {"step": "step", "tokens": "tokens_seen"}
+    per_model = scores.select("model", *(c for c in ("non_embedding_params", *source.values()) if c in scores.columns)
+                              ).unique("model")
+    if x == "auto":
+        along_training = (per_model.height > 1 and per_model["non_embedding_params"].n_unique() == 1
+                          and "step" in per_model.columns and per_model["step"].null_count() == 0)
+        if not along_training:
+            return "non_embedding_params", None
+        x = "step"
+    column = source[x]
+    if column not in per_model.columns or per_model[column].null_count():
+        missing = per_model.filter(pl.col(column).is_null())["model"].to_list() if column in per_model.columns else \
+            per_model["model"].to_list()
+        raise ValueError(f"--x {x}: unknown for model(s) {', '.join(sorted(missing)[:5])} (the {column} of a "
+                         "checkpoint comes from its revision, e.g. @step3000, or a ladder file)")
+    return x, per_model.select("model", pl.col(column).cast(pl.Float64).alias(x))
 
 
 def analyse_folder(
@@ -142,6 +183,7 @@ def analyse_folder(
     extra_modules: Sequence[EvaluationModuleLike] = (),
     extra_directions: Mapping[str, tuple[str, str]] | None = None,
     n_slices: int = DEFAULT_SLICES,
+    x: str = "auto",
 ) -> Analysis:
     """`analyse` on a folder written by `scalelens score`; writes every table (and PNG figures under `figures/`)
     beside the scores."""
@@ -154,6 +196,7 @@ def analyse_folder(
         extra_modules=extra_modules,
         extra_directions=extra_directions,
         n_slices=n_slices,
+        x=x,
     )
     return write_analysis(result, folder, figures=figures)
 
