@@ -49,6 +49,7 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -707,6 +708,16 @@ def met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def shown(cmd: list[str]) -> str:
+    """A command as the record shows it: paths relative to the repository, the temporary folder as $BENCH.
+
+    >>> shown([str(REPO / ".venv/bin/scalelens"), "--out", "/tmp/scalelens-bench-abc123/out"])
+    '.venv/bin/scalelens --out $BENCH/out'
+    """
+    text = shlex.join(cmd).replace(str(REPO) + "/", "")
+    return re.sub(r"/\S*?/scalelens-bench-[A-Za-z0-9_]+", "$BENCH", text)
+
+
 def render(report: dict) -> tuple[str, str]:
     """(plain text for the terminal, markdown for --out) from the collected numbers."""
     m = report["machine"]
@@ -791,8 +802,8 @@ def render(report: dict) -> tuple[str, str]:
     md += ["", *(f"- {n}" for n in notes)]
     md += ["", "Targets (reported, not asserted):", "", *(f"- {t}" for t in targets)]
     if proc:
-        md += ["", "Whole-process commands (offline, wall time end to end, same OMP thread count):", "", "```",
-               shlex.join(proc["scalelens_cmd"]), shlex.join(proc["lm_cmd"]), "```"]  # fmt: skip
+        md += ["", "Whole-process commands (offline, wall time end to end, same OMP thread count; `$BENCH` is the "
+               "run's temporary folder):", "", "```", shown(proc["scalelens_cmd"]), shown(proc["lm_cmd"]), "```"]
     if report.get("note"):
         md += ["", report["note"]]
     return text, "\n".join(md) + "\n"

@@ -186,3 +186,40 @@ def test_every_command_has_help(argv, capsys):
 def test_report_on_an_empty_folder_says_what_is_missing(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no score table here" in capsys.readouterr().err
+
+
+def test_formulations_file_poses_jsonl_and_bigbench_tasks_each_way(ladder, small_task, tmp_path, capsys):
+    """`score --formulations FILE`: a JSONL task with k-shot exemplars from a pool, a BIG-bench task k-shot from its
+    own examples, and the task as written; every table keys its rows by (task, formulation) and every statistic is
+    computed per (task, formulation, metric)."""
+    rows = [{"id": f"q{i}", "context": f"{i}+{i}=", "choices": [f" {2 * i}", f" {2 * i + 1}"], "target": 0}
+            for i in range(4)]
+    sums = tmp_path / "sums.jsonl"
+    sums.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"id": f"p{i}", "context": f"{i}+1=", "choices": [f" {i + 1}", " 0"],
+                                          "target": 0}) for i in range(10, 14)) + "\n")
+    forms = tmp_path / "forms.toml"
+    forms.write_text('[[formulation]]\nname = "default"\n'
+                     '[[formulation]]\nname = "2-shot"\nshots = 2\nseed = 1\n'
+                     f'pool = "{pool.name}"\n')
+    bb = tmp_path / "bb.toml"  # BIG-bench k-shot draws from the task's own examples: no pool
+    bb.write_text('[[formulation]]\nname = "2-shot"\nshots = 2\nseed = 1\n')
+    out = tmp_path / "run"
+    assert main(["score", "--model", ladder[0], "--model", ladder[1], "--model", ladder[2], "--task", str(sums),
+                 "--formulations", str(forms), "--out", str(out), "--no-generate"]) == 0
+    assert main(["score", "--model", ladder[0], "--model", ladder[1], "--model", ladder[2], "--task",
+                 str(small_task), "--formulations", "default", "--formulations", str(bb), "--out", str(out),
+                 "--no-generate"]) == 0
+    scores = validate(pl.read_parquet(out / "scores.parquet"), SCORES, "scores")
+    keys = scores.select("task", "formulation").unique().sort("task", "formulation").rows()
+    assert keys == [("emoji_movie", "2-shot"), ("emoji_movie", "default"), ("sums", "2-shot"), ("sums", "default")]
+    # the same items posed two ways score differently, and the first run's rows stayed when the second added a task
+    per_form = scores.filter(pl.col("task") == "sums").group_by("formulation").agg(pl.col("logprob").sum())
+    assert per_form["logprob"].n_unique() == 2
+    assert main(["report", str(out), "--bootstrap", "30", "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    assert "sums [2-shot]" in printed and "emoji_movie [2-shot]" in printed
+    emergence = validate(pl.read_parquet(out / "emergence.parquet"), EMERGENCE, "emergence")
+    grade = emergence.filter(pl.col("metric") == "multiple_choice_grade").select("task", "formulation")
+    assert sorted(grade.rows()) == keys
