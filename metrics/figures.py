@@ -69,6 +69,8 @@ PREDICTIONS = ("prob_reference", "token_accuracy_pow_len")
 GAP_METRICS = ("logprob_target", "logprob_best_distractor", "margin")
 #: The best-fitting shape drawn over a metric's points, and its location interval.
 FIT_COLOR = "#333333"
+#: More pairs than this and the sharp-versus-smooth figure shows the discontinuous metrics' pairs only.
+MAX_PAIRS = 40
 #: Verdict colours of the sharp-versus-smooth figure (Okabe & Ito): the metric, the models, cannot tell, no jump.
 VERDICT_COLORS = {METRIC: "#D55E00", MODELS: "#009E73", CANNOT_TELL: "#999999", NO_JUMP: "#56B4E9"}
 
@@ -363,8 +365,15 @@ def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, 
         "sharp_metric", "share_difference")
     if rows.is_empty():
         raise ValueError(f"emergence: no curve of task {task!r} has a largest-step share (needs 3 models)")
+    shown_pairs = "every pair"
+    if pairs.height > MAX_PAIRS:  # the all-or-nothing metrics' pairs; every pair is in comparisons.parquet
+        discontinuous = rows.filter(pl.col("taxonomy") == "discontinuous")["metric"].to_list()
+        pairs = pairs.filter(pl.col("sharp_metric").is_in(discontinuous))
+        shown_pairs = "the discontinuous metrics' pairs\n(every pair is in comparisons.parquet)"
     n_rows = max(rows.height, pairs.height, 4)
-    fig = Figure(figsize=(13.0, 0.24 * n_rows + 2.2), layout="constrained")
+    longest = max((len(f"{m} ({k})") for m, k in rows.select("metric", "kind").iter_rows()), default=10) + \
+        max((len(f"{a} − {b} ★") for a, b in pairs.select("sharp_metric", "smooth_metric").iter_rows()), default=10)
+    fig = Figure(figsize=(8.5 + 0.075 * longest, 0.24 * n_rows + 2.2), layout="constrained")
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
     y = np.arange(rows.height)
     for j, r in enumerate(rows.iter_rows(named=True)):
@@ -385,7 +394,7 @@ def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, 
     left.set_xlim(0, 1.02)
     left.set_xlabel("share of the whole change made in the largest step", fontsize=9)
     left.set_title("How concentrated is each curve's change?", fontsize=10)
-    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06 - 1.2 / max(n_rows, 4)), ncols=2)
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.03 - 0.6 / max(n_rows, 4)), ncols=2)
     left.grid(True, axis="x", alpha=0.3)
 
     labels = []
@@ -404,7 +413,8 @@ def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, 
         if name in set(pairs["verdict"].to_list()):
             right.plot([], [], "o", color=color, label=name)
     right.set_xlabel("difference in largest-step share, sharp − smooth (paired 95% interval)", fontsize=9)
-    right.set_title("Sharp against smooth on the same items (★: the strictest pair)", fontsize=10)
+    right.set_title(f"Sharp against smooth on the same items, {shown_pairs};\n★: each sharp metric's strictest pair",
+                    fontsize=10)
     if pairs.height:
         right.legend(fontsize=7, loc="best", title="verdict", title_fontsize=7)
     right.grid(True, axis="x", alpha=0.3)
