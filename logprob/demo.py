@@ -19,7 +19,6 @@ from pathlib import Path
 import polars as pl
 
 from logprob.config import ModelSpec, ScoreConfig
-from logprob.display import label
 from logprob.ladder import (
     ADDITION_GEN_TASK,
     ADDITION_MC_TASK,
@@ -33,6 +32,7 @@ from logprob.run import ProgressFactory, score_models
 from logprob.tasks import Task, load_jsonl
 from metrics.analysis import Analysis, analyse_folder
 from metrics.numbers import format_breakthroughness, format_count, format_interval, format_sig
+from metrics.schema import curve_label
 from metrics.text import BleuConfig
 
 #: Answers are at most 5 digits plus the newline that ends them.
@@ -134,7 +134,7 @@ def headline(analysis: Analysis, width: int = 100) -> str:
                        f"{format_sig(s['breakthroughness'])}, {step})")
         else:
             b_sharp = f"B = {b_sharp}"
-        text = f"{label(task, formulation)}: {s['metric']} {b_sharp}; {m['metric']} B = {format_breakthroughness(m)}."
+        text = f"{curve_label(task, formulation)}: {s['metric']} {b_sharp}; {m['metric']} B = {format_breakthroughness(m)}."
         if pair.height:
             r = pair.row(0, named=True)
             text += (f" Largest-step share {format_sig(r['sharp_share'], 2)} vs {format_sig(r['smooth_share'], 2)}, "

@@ -24,7 +24,7 @@ from metrics.numbers import (
     format_sig,
     format_with_interval,
 )
-from metrics.schema import DEFAULT_FORMULATION
+from metrics.schema import DEFAULT_FORMULATION, curve_label
 
 #: Characters a column costs beyond its text in a rich table with a simple box: padding and the separator.
 COLUMN_OVERHEAD = 3
@@ -111,15 +111,6 @@ def render(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], sty
     return tables
 
 
-def label(task: str, formulation: str = DEFAULT_FORMULATION) -> str:
-    """How a (task, formulation) is named for people: the task, and the formulation unless it is the default.
-
-    >>> label("sums"), label("sums", "3-shot")
-    ('sums', 'sums [3-shot]')
-    """
-    return task if formulation == DEFAULT_FORMULATION else f"{task} [{formulation}]"
-
-
 def _select(frame: pl.DataFrame, task: str, formulation: str) -> pl.DataFrame:
     return frame.filter((pl.col("task") == task) & (pl.col("formulation") == formulation))
 
@@ -159,7 +150,7 @@ def metric_tables(metrics: pl.DataFrame, task: str, width: int, formulation: str
                         f"{format_interval(r['ci_low'], r['ci_high']) or '(no interval)'}")
         body.append(line)
         styles.append(_style(kind))
-    return render(f"{label(task, formulation)}: mean over items, 95% bootstrap interval below", header, body, styles,
+    return render(f"{curve_label(task, formulation)}: mean over items, 95% bootstrap interval below", header, body, styles,
                   1, width)
 
 
@@ -211,7 +202,7 @@ def emergence_tables(emergence: pl.DataFrame, task: str, width: int, trends: pl.
                      format_breakthroughness(r).replace(" (resolution-limited)", " ‡"), share + step,
                      _trend_cell(trend.get(r["metric"])), _fit_cell(best.get(r["metric"]))])
         styles.append(_style(r["kind"]))
-    return render(f"{label(task, formulation)}: how each curve changes across the ladder (95% intervals)", header,
+    return render(f"{curve_label(task, formulation)}: how each curve changes across the ladder (95% intervals)", header,
                   body, styles, 1, width)
 
 
@@ -241,7 +232,7 @@ def verdict_lines(comparisons: pl.DataFrame, task: str, width: int, formulation:
     """Per sharp metric: the verdict of its strictest pair (against the most concentrated smooth metric), the rule
     that gave it and the numbers behind it, then how the pairs with every smooth metric came out."""
     rows = _select(comparisons, task, formulation)
-    name = label(task, formulation)
+    name = curve_label(task, formulation)
     if rows.is_empty():
         return f"{name}: no sharp-against-smooth comparison (the task needs a sharp and a smooth metric)."
     out = [f"{name}: is the jump made by the metric, or do the models change too?"]

@@ -42,12 +42,12 @@ from logprob.record import RUN_FILE, RunRecord
 from logprob.tasks import Task
 from metrics.folder import FolderError, check_provenance, read_table, settings_difference
 from metrics.schema import (
-    DEFAULT_FORMULATION,
     GENERATIONS,
     GENERATIONS_FILE,
     PROVENANCE,
     SCORES,
     SCORES_FILE,
+    curve_label,
     write_parquet_atomic,
 )
 
@@ -172,8 +172,8 @@ def task_key(task: Task) -> str:
 
 
 def task_label(task: Task) -> str:
-    """A task for people: its name, and its formulation unless it is the task as written."""
-    return task.name if task.formulation == DEFAULT_FORMULATION else f"{task.name} ({task.formulation})"
+    """A task for people: its name, and its formulation unless it is the task as written (`curve_label`)."""
+    return curve_label(task.name, task.formulation)
 
 
 def _rows(table: pl.DataFrame | None, label: str, key: str) -> pl.DataFrame | None:

@@ -31,7 +31,7 @@ from metrics.curves import DEFAULT_X, axis_label
 from metrics.fits import FITS, predict_shape
 from metrics.numbers import format_breakthroughness, format_count, format_with_interval
 from metrics.registry import HIGHER, SHARP
-from metrics.schema import DEFAULT_FORMULATION, EMERGENCE, METRICS, validate
+from metrics.schema import DEFAULT_FORMULATION, EMERGENCE, METRICS, curve_label, validate
 from metrics.trends import ITEM_CORRELATIONS, TRENDS
 
 #: Okabe & Ito (2008) colour-blind-safe pair: vermillion for sharp (all-or-nothing) metrics, blue for smooth ones.
@@ -114,26 +114,22 @@ def _pick(frame: pl.DataFrame, task: str | None, formulation: str | None, table:
     """The rows of one (task, formulation); either may be None when the table holds exactly one."""
     frame = frame if "formulation" in frame.columns else frame.with_columns(
         pl.lit(DEFAULT_FORMULATION).alias("formulation"))
-    tasks = frame["task"].unique(maintain_order=True).to_list()
-    if task is None:
-        if len(tasks) != 1:
-            raise ValueError(f"task: the {table} table holds tasks {tasks}; pass task= to choose one")
-        task = tasks[0]
-    elif task not in tasks:
-        raise ValueError(f"task: {task!r} is not in the {table} table, which holds {tasks}")
+    task = _choose("task", task, frame["task"].unique(maintain_order=True).to_list(), f"the {table} table")
     rows = frame.filter(pl.col("task") == task)
-    formulations = rows["formulation"].unique(maintain_order=True).to_list()
-    if formulation is None:
-        if len(formulations) != 1:
-            raise ValueError(f"formulation: task {task!r} has formulations {formulations}; pass formulation=")
-        formulation = formulations[0]
-    elif formulation not in formulations:
-        raise ValueError(f"formulation: {formulation!r} is not one of task {task!r}'s: {formulations}")
+    formulation = _choose("formulation", formulation, rows["formulation"].unique(maintain_order=True).to_list(),
+                          f"task {task!r}")
     return rows.filter(pl.col("formulation") == formulation), task, formulation
 
 
-def _label(task: str, formulation: str) -> str:
-    return task if formulation == DEFAULT_FORMULATION else f"{task} [{formulation}]"
+def _choose(what: str, given: str | None, present: list[str], where: str) -> str:
+    """`given` when `where` has it; the only value present when `given` is None; else one line naming both."""
+    if given is None:
+        if len(present) != 1:
+            raise ValueError(f"{what}: {where} holds {present}; pass {what}= to choose one")
+        return present[0]
+    if given not in present:
+        raise ValueError(f"{what}: {given!r} is not in {where}, which holds {present}")
+    return given
 
 
 def _select_task(metrics: pl.DataFrame, task: str | None, formulation: str | None = None
@@ -266,7 +262,7 @@ def metric_grid(metrics: pl.DataFrame, emergence: pl.DataFrame | None = None, ta
     if best:
         legend += ";\ndashed: best-fitting shape (AIC), grey span: its midpoint or change point with 95% interval " \
                   "(conditional on that shape)"
-    _suptitle(fig, f"Task: {_label(task, formulation)} — every metric against scale\n({legend})", fontsize=12)
+    _suptitle(fig, f"Task: {curve_label(task, formulation)} — every metric against scale\n({legend})", fontsize=12)
     return fig
 
 
@@ -303,7 +299,7 @@ def logprob_gap(metrics: pl.DataFrame, task: str | None = None, formulation: str
     for ax in (left, right):
         ax.set_xlabel(x_label(rows), fontsize=9)
         ax.tick_params(labelsize=8)
-    _suptitle(fig, f"Task: {_label(task, formulation)} — does the gap between correct and best wrong choice widen "
+    _suptitle(fig, f"Task: {curve_label(task, formulation)} — does the gap between correct and best wrong choice widen "
                    "with scale? "
                  f"(band: {BAND_LABEL})", fontsize=11)
     return fig
@@ -345,7 +341,7 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None, f
         if k + ncols >= n_panels:  # lowest panel of its column
             axes[k].set_xlabel(x_label(rows), fontsize=9)
             axes[k].xaxis.set_tick_params(labelbottom=True)
-    _suptitle(fig, f"Task: {_label(task, formulation)} — exact match against graded text metrics and its predictions "
+    _suptitle(fig, f"Task: {curve_label(task, formulation)} — exact match against graded text metrics and its predictions "
                    f"(band: {BAND_LABEL})",
                  fontsize=11)
     return fig
@@ -421,7 +417,7 @@ def sharp_smooth_comparison(emergence: pl.DataFrame, comparisons: pl.DataFrame, 
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=8)
         ax.invert_yaxis()
-    _suptitle(fig, f"Task: {_label(task, formulation)} — is the jump made by the metric, or do the models change "
+    _suptitle(fig, f"Task: {curve_label(task, formulation)} — is the jump made by the metric, or do the models change "
                    "too?", fontsize=11)
     return fig
 
@@ -454,7 +450,7 @@ def item_correlation_histograms(item_correlations: pl.DataFrame, trends: pl.Data
         ax.remove()
     fig.supxlabel("Spearman ρ of an item's score with scale, across models (oriented: > 0 = improves)", fontsize=9)
     fig.supylabel("items", fontsize=9)
-    _suptitle(fig, f"Task: {_label(task, formulation)} — per-item correlations with scale (solid: mean, dashed: median; items with the "
+    _suptitle(fig, f"Task: {curve_label(task, formulation)} — per-item correlations with scale (solid: mean, dashed: median; items with the "
                  "same score for every model are left out)", fontsize=10)
     return fig
 
@@ -498,7 +494,7 @@ def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = 
     handles, legend_labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, legend_labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     difficulty = rows["difficulty_metric"][0]
-    _suptitle(fig, f"Task: {_label(task, formulation)} — curves by item difficulty (items cut into {len(labels)} equal groups by their "
+    _suptitle(fig, f"Task: {curve_label(task, formulation)} — curves by item difficulty (items cut into {len(labels)} equal groups by their "
                  f"{difficulty} on the smaller half of the ladder; band: {BAND_LABEL})", fontsize=10)
     return fig
 

@@ -29,6 +29,15 @@ GENERATIVE = "generative"
 #: keys its rows by (task, formulation), and every statistic is computed per (task, formulation, metric).
 DEFAULT_FORMULATION = "default"
 
+
+def curve_label(task: str, formulation: str = DEFAULT_FORMULATION) -> str:
+    """How a (task, formulation) is named for people: the task, and the formulation unless it is the default.
+
+    >>> curve_label("sums"), curve_label("sums", "3-shot")
+    ('sums', 'sums [3-shot]')
+    """
+    return task if formulation == DEFAULT_FORMULATION else f"{task} [{formulation}]"
+
 #: Columns added to each model's rows by `logprob.run`, which alone knows the model, the task and its formulation.
 RUN_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "task", "formulation")
 
