@@ -711,9 +711,14 @@ def met(ok: bool) -> str:
 def shown(cmd: list[str]) -> str:
     """A command as the record shows it: paths relative to the repository, the temporary folder as $BENCH.
 
-    >>> shown([str(REPO / ".venv/bin/scalelens"), "--out", "/tmp/scalelens-bench-abc123/out"])
+    >>> import tempfile
+    >>> shown([str(REPO / ".venv/bin/scalelens"), "--out", f"{tempfile.gettempdir()}/scalelens-bench-abc123/out"])
     '.venv/bin/scalelens --out $BENCH/out'
+    >>> shown(["python", "benchmarks/throughput.py", "--json", f"{tempfile.gettempdir()}/bench.json"])
+    'python benchmarks/throughput.py --json bench.json'
     """
+    cmd = [Path(c).name if os.path.isabs(c) and not c.startswith(str(REPO)) and "scalelens-bench-" not in c else c
+           for c in cmd]  # a file of this machine's outside the checkout: its name only
     text = shlex.join(cmd).replace(str(REPO) + "/", "")
     return re.sub(r"/\S*?/scalelens-bench-[A-Za-z0-9_]+", "$BENCH", text)
 
@@ -849,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     given = argv if argv is not None else sys.argv[1:]
-    report = {"command": shlex.join(["python", "benchmarks/throughput.py", *given]),
+    report = {"command": shown(["python", "benchmarks/throughput.py", *given]),
               "threads": args.threads, "machine": machine(), "workloads": {}, "note": args.note}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="scalelens-bench-") as tmp_name:
         tmp = Path(tmp_name)
