@@ -51,8 +51,6 @@ from metrics.curves import Curves, axis_unit
 from metrics.registry import LOWER
 from metrics.schema import EMERGENCE, METRICS, validate
 
-#: Kept for callers of the old name; the rule lives in metrics.indices.
-MIN_MODELS = indices.MIN_MODELS
 POINT_ONLY = "point estimate (no replicates)"
 _INDEX_NAMES = ("improvement", "linearity", "breakthroughness", "largest_step_share")
 _INDEX_FUNCS = (indices.improvement, indices.linearity, indices.breakthroughness, indices.largest_step_share)

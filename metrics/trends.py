@@ -47,7 +47,6 @@ FALLING = "falling"
 NO_TREND = "no clear trend"
 U_SHAPED = "U-shaped"
 INVERTED_U = "inverted-U"
-MIN_MODELS_TREND = 3
 MIN_MODELS_QUADRATIC = 4
 
 #: trends.parquet: one row per (task, slice, metric).
@@ -159,7 +158,7 @@ def _rows_for(c: Curves, item_summary: pl.DataFrame) -> list[dict]:
         m = len(group)
         nan = np.full(m, np.nan)
         rho, rho_low, rho_high, rho_p = nan, nan, nan, nan
-        if n >= MIN_MODELS_TREND:
+        if n >= indices.MIN_MODELS:  # one step cannot show a trend
             rho = spearman(y, c.x[keep])  # (m,)
             rho_low, rho_high = percentile_interval(spearman(yr, c.x[keep]).T, confidence)
             rho_p = spearman_pvalue(rho, n)
