@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 from logprob import __version__
+from metrics.schema import write_atomic
 
 RUN_FILE = "run.json"
 
@@ -76,17 +76,8 @@ class RunRecord:
         self.write()
 
     def write(self) -> None:
-        tmp = self.path.with_name(f".{RUN_FILE}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.data, f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        text = json.dumps(self.data, indent=1) + "\n"
+        write_atomic(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_run_record(folder: Path) -> dict | None:

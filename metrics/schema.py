@@ -9,6 +9,7 @@ number.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -263,22 +264,28 @@ def per_model_columns(schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
 
 
 def temporary_path(path: Path) -> Path:
-    """The sibling `write_parquet_atomic` writes before the rename: hidden, and named by the writing process."""
+    """The sibling `write_atomic` writes before the rename: hidden, and named by the writing process."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write to a sibling temporary file, then rename over `path`: readers see the old table or the new, never half.
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write` on a sibling temporary file, then rename it over `path`: readers see the old file or the new,
+    never half.
 
     The file is flushed to disk before the rename. On any failure or interruption (a full disk, Ctrl-C) the
     temporary file is removed and `path` is left as it was.
     """
     tmp = temporary_path(path)
     try:
-        frame.write_parquet(tmp)
+        write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write a table with `write_atomic`."""
+    write_atomic(path, frame.write_parquet)
