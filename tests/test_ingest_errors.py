@@ -108,6 +108,17 @@ def test_item_level_and_aggregate_input_cannot_share_a_curve(tmp_path, capsys):
     assert "task 'toy_mc'" in err and "item-level and aggregate" in err
 
 
+@pytest.mark.parametrize(("table", "column"), [
+    ("model,params,metric,value,n_items\na,10,acc,0.5,4.7\n", "n_items"),  # a cast would make it 4, silently
+    ("model,params,metric,value\na,1000.5,acc,0.5\n", "params"),
+])
+def test_a_fractional_count_in_a_table(tmp_path, capsys, table, column):
+    path = tmp_path / "t.csv"
+    path.write_text(table)
+    err = run(capsys, [path], tmp_path / "out")
+    assert f"{path}: column '{column}': model 'a':" in err and "is not a whole number" in err
+
+
 @pytest.mark.parametrize(("options", "expected"), [
     (("--x", "pile_loss"), "--x pile_loss: no such per-model column"),
     (("--direction", "ppl"), "--direction ppl: expected METRIC=lower"),

@@ -27,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from metrics.ingest.errors import InputError, bad
+from metrics.ingest.tables import numeric, read_file
 from metrics.ladders import known_model, parse_step
 from metrics.param_count import count_from_config
 
@@ -58,14 +59,9 @@ class ModelEntry:
 
 def read_sizes(path: Path) -> dict[str, Size]:
     """The --sizes file: model → Size."""
-    try:
-        with open(path, "rb") as f:
-            parquet = f.read(4) == b"PAR1"
-        frame = pl.read_parquet(path) if parquet else pl.read_csv(path, infer_schema_length=None)
-    except FileNotFoundError:
-        raise InputError(f"--sizes {path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - polars raises several classes for unreadable files
-        raise bad(path, "file", f"is not a readable CSV or parquet table ({str(e).splitlines()[0][:100]})") from None
+    if not path.exists():
+        raise InputError(f"--sizes {path}: no such file")
+    frame = read_file(path)
     for column in ("model", "params"):
         if column not in frame.columns:
             raise bad(path, f"column '{column}'", f"missing; --sizes needs columns model, params (optional "
@@ -74,6 +70,9 @@ def read_sizes(path: Path) -> dict[str, Size]:
         if column != "model" and not (frame.schema[column].is_numeric() or frame.schema[column] == pl.Null):
             raise bad(path, f"column '{column}'", f"must be numeric, found {frame.schema[column]}")
     frame = frame.with_columns(pl.col("model").cast(pl.String))
+    for column in ("params", "non_embedding_params", "training_tokens"):
+        if column in frame.columns:
+            frame = numeric(path, frame, column, pl.Int64)
     dup = frame.group_by("model").len().filter(pl.col("len") > 1)
     if dup.height:
         raise bad(path, "column 'model'", f"model {dup['model'][0]!r} is listed twice")
@@ -81,15 +80,9 @@ def read_sizes(path: Path) -> dict[str, Size]:
         raise bad(path, "column 'params'", "every model needs a parameter count > 0")
     out = {}
     for row in frame.iter_rows(named=True):
-        counts = {}
-        for column in ("params", "non_embedding_params", "training_tokens"):
-            value = row.get(column)
-            if value is not None and float(value) != int(value):
-                raise bad(path, f"column '{column}'", f"model {row['model']!r}: {value} is not a whole number")
-            counts[column] = None if value is None else int(value)
         extra = {k: float(v) for k, v in row.items() if k not in SIZES_COLUMNS and v is not None}
-        out[row["model"]] = Size(counts["params"], counts["non_embedding_params"], f"--sizes {path}",
-                                 counts["training_tokens"], extra)
+        out[row["model"]] = Size(row["params"], row.get("non_embedding_params"), f"--sizes {path}",
+                                 row.get("training_tokens"), extra)
     return out
 
 

@@ -44,7 +44,8 @@ class PlainTable:
     models: pl.DataFrame  # one row per model: model + MODEL_FIELDS present + other numeric columns
 
 
-def _read(path: Path) -> pl.DataFrame:
+def read_file(path: Path) -> pl.DataFrame:
+    """A parquet file (by its magic bytes) or a CSV, read whole; one line naming the file when it cannot be."""
     try:
         with open(path, "rb") as f:
             parquet = f.read(4) == b"PAR1"
@@ -54,19 +55,26 @@ def _read(path: Path) -> pl.DataFrame:
         raise bad(path, "file", f"is not a readable CSV or parquet table ({reason})") from None
 
 
-def _numeric(path: Path, frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.DataFrame:
+def numeric(path: Path, frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.DataFrame:
+    """`column` cast to `dtype`; refused in one line when it is not numeric, or, for an integer dtype, when a
+    value is not a whole number (polars' cast would truncate 1.5 to 1 without a word)."""
     found = frame.schema[column]
-    if found == pl.Null or found.is_numeric():
-        try:
-            return frame.with_columns(pl.col(column).cast(dtype, strict=True))
-        except pl.exceptions.PolarsError:
-            raise bad(path, f"column '{column}'", f"has values that are not whole numbers ({found})") from None
-    raise bad(path, f"column '{column}'", f"must be numeric, found {found}")
+    if not (found == pl.Null or found.is_numeric()):
+        raise bad(path, f"column '{column}'", f"must be numeric, found {found}")
+    if dtype.is_integer() and found.is_float():
+        fractional = frame.filter(pl.col(column).is_not_null() & (pl.col(column) != pl.col(column).round()))
+        if fractional.height:
+            row = fractional.row(0, named=True)
+            raise bad(path, f"column '{column}'", f"model {row['model']!r}: {row[column]} is not a whole number")
+    try:
+        return frame.with_columns(pl.col(column).cast(dtype, strict=True))
+    except pl.exceptions.PolarsError:
+        raise bad(path, f"column '{column}'", f"has values that are not whole numbers ({found})") from None
 
 
 def read_table(path: Path) -> PlainTable:
     """Parse and check one plain table; every problem is an InputError naming the file and the column."""
-    frame = _read(path)
+    frame = read_file(path)
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise bad(path, f"column '{missing[0]}'", f"missing; a results table needs columns {', '.join(REQUIRED)} "
@@ -77,19 +85,19 @@ def read_table(path: Path) -> PlainTable:
     for column in ("model", "metric"):
         if frame[column].null_count():
             raise bad(path, f"column '{column}'", "has empty values")
-    frame = _numeric(path, frame, "value", pl.Float64)
+    frame = numeric(path, frame, "value", pl.Float64)
     if frame["value"].null_count() or (~frame["value"].is_finite()).any():
         raise bad(path, "column 'value'", "has empty or non-finite values")
     for column in ("params", "non_embedding_params", "training_tokens"):
         if column in frame.columns:
-            frame = _numeric(path, frame, column, pl.Int64)
+            frame = numeric(path, frame, column, pl.Int64)
     for column, dtype in OPTIONAL.items():
         if column not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(column))
         elif dtype == pl.String:
             frame = frame.with_columns(pl.col(column).cast(pl.String))
         else:
-            frame = _numeric(path, frame, column, dtype)
+            frame = numeric(path, frame, column, dtype)
     frame = frame.with_columns(pl.col("task").fill_null(path.stem))
     if (frame["stderr"].drop_nulls() < 0).any():
         raise bad(path, "column 'stderr'", "has negative values")
