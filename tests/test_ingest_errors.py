@@ -119,6 +119,13 @@ def test_a_fractional_count_in_a_table(tmp_path, capsys, table, column):
     assert f"{path}: column '{column}': model 'a':" in err and "is not a whole number" in err
 
 
+def test_a_direction_for_a_name_the_input_does_not_have(tmp_path, capsys):
+    path = tmp_path / "t.csv"  # log_foo is the input's own name, not the log of a perplexity-like 'foo'
+    path.write_text("model,params,metric,value\na,10,log_foo,0.5\nb,100,log_foo,0.4\n")
+    err = run(capsys, [path], tmp_path / "out", "--direction", "foo=lower")
+    assert "--direction foo: no metric of that name" in err
+
+
 @pytest.mark.parametrize(("options", "expected"), [
     (("--x", "pile_loss"), "--x pile_loss: no such per-model column"),
     (("--direction", "ppl"), "--direction ppl: expected METRIC=lower"),

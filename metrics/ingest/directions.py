@@ -82,12 +82,13 @@ def parse_directions(specs: Sequence[str]) -> dict[str, str]:
 
 
 def transform(rows: pl.DataFrame, above_chance: bool) -> tuple[pl.DataFrame, list[str]]:
-    """Apply the transforms to aggregate rows (model, task, metric, mean, stderr, n_choices, …); adds `transform`.
+    """Apply the transforms to aggregate rows (model, task, metric, mean, stderr, n_choices, …); adds `transform`
+    and `raw_metric` (the metric's name as the input gave it, before a `log_` prefix or `_above_chance` suffix).
 
     Returns the rows and notes on what was (or could not be) transformed.
     """
     notes = []
-    rows = rows.with_columns(pl.lit("").alias("transform"))
+    rows = rows.with_columns(pl.lit("").alias("transform"), pl.col("metric").alias("raw_metric"))
     perplexity = pl.col("metric").map_elements(base_name, return_dtype=pl.String).is_in(PERPLEXITY_LIKE)
     bad_ppl = rows.filter(perplexity & (pl.col("mean") <= 0))
     if bad_ppl.height:
@@ -125,19 +126,18 @@ def transform(rows: pl.DataFrame, above_chance: bool) -> tuple[pl.DataFrame, lis
 def aggregate_info(rows: pl.DataFrame, overrides: Mapping[str, str]) -> tuple[dict[str, MetricInfo], list[str]]:
     """MetricInfo for every metric of the (transformed) aggregate rows: direction and taxonomy by the module's rules.
 
-    `rows` has metric, direction (table, may be null) and higher_is_better (lm-eval, may be null).
+    `rows` has metric, raw_metric (`transform`), direction (table, may be null) and higher_is_better (lm-eval, may
+    be null).
     """
     notes = []
-    unknown_metrics = sorted(set(overrides) - set(rows["metric"].to_list())
-                             - {m[len("log_"):] for m in rows["metric"].to_list() if m.startswith("log_")})
+    unknown_metrics = sorted(set(overrides) - set(rows["metric"].to_list()) - set(rows["raw_metric"].to_list()))
     if unknown_metrics:
         raise InputError(f"--direction {unknown_metrics[0]}: no metric of that name in the results or tables "
                          f"(metrics: {', '.join(sorted(set(rows['metric'].to_list()))[:8])})")
     info: dict[str, MetricInfo] = {}
     assumed, continuous = [], []
     for (metric,), part in rows.group_by("metric", maintain_order=True):
-        raw = metric[len("log_"):] if metric.startswith("log_") and base_name(metric[4:]) in PERPLEXITY_LIKE \
-            else metric.removesuffix("_above_chance")
+        raw = part["raw_metric"][0]
         base = base_name(raw)
         given = {d for d in part["direction"].drop_nulls().to_list()}
         lm_eval = {(HIGHER if b else LOWER) for b in part["higher_is_better"].drop_nulls().to_list()}
