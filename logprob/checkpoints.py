@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from metrics.ladders import parse_step, parse_tokens
+from metrics.ladders import parse_step, parse_tokens, tokens_at
 
 #: Fields of a `[[model]]` table of a ladder file.
 MODEL_FIELDS = ("id", "revision", "label", "step", "tokens_seen")
@@ -59,12 +59,7 @@ def step_and_tokens(hub_id: str | None, revision: str | None, folder: str | None
     if tokens_seen is None:
         tokens_seen = parse_tokens(revision)
     if tokens_seen is None and hub_id is not None:
-        known = known_model(hub_id)
-        per_step = getattr(known, "tokens_per_step", None)
-        if step is not None and per_step:
-            tokens_seen = step * per_step
-        elif revision in (None, "main") and getattr(known, "training_tokens", None):
-            tokens_seen = known.training_tokens
+        tokens_seen = tokens_at(known_model(hub_id), step, revision)
     return step, tokens_seen
 
 

@@ -13,7 +13,7 @@ Training tokens are given only where the source states them exactly: Pythia (143
 tokens = 299,892,736,000, the model cards) and Cerebras-GPT (steps × batch × 2048 from the model cards' table;
 13B is quoted as 174,335 steps at batch 720, the card's batch-720 equivalent of its 720 → 1080 schedule).
 
-Public API: `KnownModel`, `LADDERS`, `ladder(name)`, `known_model(model_id)`, `parse_step(revision)`,
+Public API: `KnownModel`, `LADDERS`, `ladder(name)`, `known_model(model_id)`, `tokens_at(known, step, revision)`, `parse_step(revision)`,
 `parse_tokens(revision)`.
 """
 
@@ -202,6 +202,23 @@ _STEP = re.compile(r"(?:^|[-_/.])(?:step|checkpoint)[-_]?([0-9]+)(?=$|[-_/.])", 
 #: "tokens588B": a token count with an optional K/M/B/T scale.
 _TOKENS = re.compile(r"(?:^|[-_/.])tokens?[-_]?([0-9]+(?:\.[0-9]+)?)([KMBT]?)(?=$|[-_/.])", re.IGNORECASE)
 _SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+
+def tokens_at(known: KnownModel | None, step: int | None, revision: str | None) -> int | None:
+    """Tokens seen by a checkpoint of a known model: step × its tokens per step when the step is known, its training
+    tokens at the final checkpoint (no revision, or main), else None.
+
+    >>> pythia = known_model("EleutherAI/pythia-410m")
+    >>> tokens_at(pythia, 3000, "step3000"), tokens_at(pythia, None, None) == pythia.training_tokens
+    (6291456000, True)
+    >>> tokens_at(pythia, None, "v0"), tokens_at(None, 3000, "step3000")
+    (None, None)
+    """
+    if known is None:
+        return None
+    if step is not None and known.tokens_per_step:
+        return step * known.tokens_per_step
+    return known.training_tokens if revision in (None, "main") else None
 
 
 def parse_step(revision: str | None) -> int | None:

@@ -28,7 +28,7 @@ import polars as pl
 
 from metrics.ingest.errors import InputError, bad
 from metrics.ingest.tables import numeric, read_file
-from metrics.ladders import known_model, parse_step
+from metrics.ladders import known_model, parse_step, tokens_at
 from metrics.param_count import count_from_config
 
 SIZES_COLUMNS = ("model", "params", "non_embedding_params", "training_tokens")
@@ -101,17 +101,12 @@ def _config_size(entry: ModelEntry) -> Size | None:
     return None
 
 
-def _ladder_size(entry: ModelEntry) -> tuple[Size | None, int | None]:
+def _ladder_size(entry: ModelEntry) -> Size | None:
     known = known_model(entry.name)
     if known is None:
-        return None, None
-    step = parse_step(entry.revision)
-    if step is not None and known.tokens_per_step is not None:
-        tokens = step * known.tokens_per_step
-    else:
-        tokens = known.training_tokens if entry.revision is None else None
+        return None
     return Size(known.params, known.non_embedding_params, f"known ladder {known.ladder} ({known.hub_id}: "
-                f"{known.source})", tokens), tokens
+                f"{known.source})", tokens_at(known, parse_step(entry.revision), entry.revision))
 
 
 def resolve(entry: ModelEntry, sizes_file: dict[str, Size] | None) -> Size:
@@ -119,7 +114,7 @@ def resolve(entry: ModelEntry, sizes_file: dict[str, Size] | None) -> Size:
     given = (sizes_file or {}).get(entry.model) or (sizes_file or {}).get(entry.name)
     lm_eval = Size(entry.lm_eval_params, None, f"lm-eval model_num_parameters in {entry.lm_eval_file}") \
         if entry.lm_eval_params else None
-    ladder, ladder_tokens = _ladder_size(entry)
+    ladder = _ladder_size(entry)
     sources = [s for s in (given, entry.table_size, lm_eval, _config_size(entry), ladder)
                if s is not None and (s.params is not None or s.non_embedding_params is not None)]
     if not sources:
@@ -132,5 +127,6 @@ def resolve(entry: ModelEntry, sizes_file: dict[str, Size] | None) -> Size:
     if non_embedding is None:
         non_embedding = next((s.non_embedding_params for s in sources[1:] if s.non_embedding_params is not None
                               and s.params == chosen.params), None)
-    tokens = next((s.training_tokens for s in (given, entry.table_size) if s and s.training_tokens), ladder_tokens)
+    tokens = next((s.training_tokens for s in (given, entry.table_size) if s and s.training_tokens),
+                  ladder.training_tokens if ladder else None)
     return Size(chosen.params, non_embedding, chosen.source, tokens, dict(given.extra) if given else {})
