@@ -108,3 +108,13 @@ def test_direction_option_and_above_chance(tmp_path):
     assert means[("d", "acc_above_chance")]["mean"] == pytest.approx((0.8 - 0.25) / 0.75)
     assert means[("a", "acc_above_chance")]["mean"] == pytest.approx(0.0, abs=1e-12)
     assert "transform:(y-1/k)/(1-1/k)|k:4" in means[("a", "acc_above_chance")]["signature"]
+
+
+def test_a_table_model_named_with_its_revision_is_that_checkpoint(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("model,metric,value\n" + "".join(f"EleutherAI/pythia-{size}@step3000,acc,0.{k}\n"
+                                                    for k, size in enumerate(("70m", "160m", "410m"), 3)))
+    models = read_inputs([path], QUICK).models
+    # Pythia: 1,024 sequences × 2,048 tokens per step (Biderman et al. 2023); not the final checkpoint's 300B
+    assert set(models["step"]) == {3000} and set(models["training_tokens"]) == {3000 * 1024 * 2048}
+    assert set(models["revision"]) == {"step3000"}

@@ -239,8 +239,9 @@ def read_inputs(paths: Sequence[Path], config: AnalyzeConfig = AnalyzeConfig()) 
     table_models: list[pl.DataFrame] = []
     for table in collected.tables:
         for row in table.models.iter_rows(named=True):
-            revision = row.get("revision")
-            ref = ModelRef(row["model"].split("@", 1)[0], None if revision in (None, "main") else revision, None,
+            name, at, named_revision = row["model"].rpartition("@")  # NAME@REVISION, as ModelRef.key writes it
+            revision = row.get("revision") or (named_revision if at else None)
+            ref = ModelRef(name if at else row["model"], None if revision in (None, "main") else revision, None,
                            table.path)
             enter(ref, table.path, key=row["model"])
             size = Size(row.get("params"), row.get("non_embedding_params"), f"table {table.path}",
