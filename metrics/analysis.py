@@ -131,13 +131,21 @@ def analyse(
         item_metrics = item_metrics.join(per_model, on="model", how="left")
     curves = item_curves(item_metrics, bootstrap, extra_info, x=axis)
     if has_gens:
-        stats, specs = corpus_metrics(generations, bleu)
-        generative_tasks = set(stats["task"].unique().to_list())
-        for k, c in enumerate(curves):
-            for spec in specs if c.task in generative_tasks else ():
-                c = add_corpus_metric(c, stats, spec.columns, spec.score, spec.metric, spec.signature)
-            curves[k] = c
+        curves = with_corpus_metrics(curves, generations, bleu)
     return analyse_curves(curves, item_metrics, n_slices=n_slices)
+
+
+def with_corpus_metrics(curves: Sequence[Curves], generations: pl.DataFrame, bleu: BleuConfig) -> list[Curves]:
+    """The curves of generative tasks with the corpus-level metrics of `generations` (BLEU, chrF) added, resampled
+    with the curves' own item replicates; other curves as they are."""
+    stats, specs = corpus_metrics(generations, bleu)
+    generative_tasks = set(stats["task"].unique().to_list())
+    out = []
+    for c in curves:
+        for spec in specs if c.task in generative_tasks else ():
+            c = add_corpus_metric(c, stats, spec.columns, spec.score, spec.metric, spec.signature)
+        out.append(c)
+    return out
 
 
 #: Axes a scored folder can be analysed along: the sizes, or the checkpoint's training step or tokens seen.
@@ -226,8 +234,11 @@ def write_figures(result: Analysis, out_dir: Path) -> list[Path]:
     """Per (task, formulation): the metric grid (indices with intervals, best fits), the sharp-versus-smooth
     comparison, per-item correlations and difficulty slices where the tables have them; the log-prob gap view for
     multiple-choice tasks and the sharp-versus-smooth view of generations for generative tasks. Per task posed in
-    several formulations: one curve per formulation."""
+    several formulations: one curve per formulation. A metric with no mean for any model (unavailable in the input)
+    keeps its rows in the tables but gets no empty panel."""
     from metrics import figures  # matplotlib only when figures are asked for
+
+    drawn = result.metrics.filter(pl.col("mean").is_not_null().any().over("task", "formulation", "metric"))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -239,18 +250,18 @@ def write_figures(result: Analysis, out_dir: Path) -> list[Path]:
         return (rows.filter(extra) if extra is not None else rows).height > 0
 
     fits = result.fits if result.fits.height else None
-    for task, formulation in result.metrics.select("task", "formulation").unique(maintain_order=True).iter_rows():
-        task_metrics = set(result.metrics.filter((pl.col("task") == task) & (pl.col("formulation") == formulation)
+    for task, formulation in drawn.select("task", "formulation").unique(maintain_order=True).iter_rows():
+        task_metrics = set(drawn.filter((pl.col("task") == task) & (pl.col("formulation") == formulation)
                                                  )["metric"].unique().to_list())
         at = {"task": task, "formulation": formulation}
-        plots = [("metrics", lambda: figures.metric_grid(result.metrics, result.emergence, fits=fits, **at))]
+        plots = [("metrics", lambda: figures.metric_grid(drawn, result.emergence, fits=fits, **at))]
         if has(result.comparisons, task, formulation):
             plots.append(("sharp_vs_smooth", lambda: figures.sharp_smooth_comparison(result.emergence,
                                                                                      result.comparisons, **at)))
         if {"logprob_best_distractor", "margin"} <= task_metrics:
-            plots.append(("logprob_gap", lambda: figures.logprob_gap(result.metrics, **at)))
+            plots.append(("logprob_gap", lambda: figures.logprob_gap(drawn, **at)))
         if "exact_match" in task_metrics:
-            plots.append(("generative", lambda: figures.sharp_vs_smooth_generative(result.metrics, **at)))
+            plots.append(("generative", lambda: figures.sharp_vs_smooth_generative(drawn, **at)))
         if has(result.item_correlations, task, formulation, pl.col("spearman").is_not_null()):
             plots.append(("item_correlations",
                           lambda: figures.item_correlation_histograms(result.item_correlations, result.trends, **at)))
@@ -261,10 +272,10 @@ def write_figures(result: Analysis, out_dir: Path) -> list[Path]:
             path = out_dir / f"{stem}_{kind}.png"
             figures.save_figure(make(), path)
             paths.append(path)
-    several = result.metrics.group_by("task").agg(pl.col("formulation").n_unique()).filter(pl.col("formulation") > 1)
+    several = drawn.group_by("task").agg(pl.col("formulation").n_unique()).filter(pl.col("formulation") > 1)
     for task in several["task"].sort().to_list():
         path = out_dir / f"{_slug(task)}_formulations.png"
-        figures.save_figure(figures.formulation_curves(result.metrics, task), path)
+        figures.save_figure(figures.formulation_curves(drawn, task), path)
         paths.append(path)
     return paths
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import polars as pl
 
-from metrics.analysis import Analysis, analyse_curves, write_analysis, write_figures
+from metrics.analysis import Analysis, analyse_curves, with_corpus_metrics, write_analysis
 from metrics.bootstrap import BootstrapConfig
 from metrics.choice import PER_TOKEN_METRICS, choice_metrics
-from metrics.curves import add_corpus_metric, axis_unit, item_curves, mean_curves
+from metrics.curves import axis_unit, item_curves, mean_curves
 from metrics.ingest import axes, detect, directions
 from metrics.ingest.errors import InputError, bad
 from metrics.ingest.lm_eval_results import ModelRef, ResultsFile, read_results
@@ -50,7 +50,7 @@ from metrics.schema import (
     write_parquet_atomic,
 )
 from metrics.slices import DEFAULT_SLICES
-from metrics.text import BleuConfig, ExactMatchConfig, corpus_metrics, text_metrics
+from metrics.text import BleuConfig, ExactMatchConfig, text_metrics
 
 MODELS_FILE = "models.parquet"
 #: models.parquet: one row per model.
@@ -375,9 +375,7 @@ def analyze(inputs: Inputs, config: AnalyzeConfig = AnalyzeConfig()) -> tuple[An
         rows = item_metrics if axis is None else item_metrics.join(axis, on="model", how="left")
         curves = item_curves(rows, config.bootstrap, inputs.extra_info, x=x)
         if inputs.generations.height:
-            stats, specs = corpus_metrics(inputs.generations, config.bleu)
-            generative = set(stats["task"].unique().to_list())
-            curves = [c if c.task not in generative else _with_corpus(c, stats, specs) for c in curves]
+            curves = with_corpus_metrics(curves, inputs.generations, config.bleu)
         unavailable = item_metrics.group_by("metric").agg(pl.col("value").is_not_null().any().alias("any"))
         missing = set(unavailable.filter(~pl.col("any"))["metric"].to_list())
         per_token = [m for m in PER_TOKEN_METRICS if m in missing]
@@ -396,12 +394,6 @@ def analyze(inputs: Inputs, config: AnalyzeConfig = AnalyzeConfig()) -> tuple[An
                                                "task", "metric", "mean", "stderr", "n_items", "signature"),
                                   config.bootstrap, inputs.extra_info, x=x))
     return analyse_curves(curves, item_metrics, n_slices=config.n_slices), notes
-
-
-def _with_corpus(curves, stats, specs):
-    for spec in specs:
-        curves = add_corpus_metric(curves, stats, spec.columns, spec.score, spec.metric, spec.signature)
-    return curves
 
 
 def check_out(out: Path) -> None:
@@ -426,14 +418,11 @@ def write(result: Analysis, inputs: Inputs, out: Path, *, figures: bool = True) 
     tables = [(frame, name) for frame, name in (
         (inputs.scores, SCORES_FILE), (inputs.generations, GENERATIONS_FILE),
         (validate(models, MODELS, "models").select(list(MODELS)), MODELS_FILE)) if frame.height]
-    result = write_analysis(result, out, figures=False)
+    result = write_analysis(result, out, figures=figures)
     written = list(result.written)
     for frame, name in tables:
         write_parquet_atomic(frame, out / name)
         written.append(out / name)
-    if figures:  # a metric with no mean for any model (unavailable) gets a row in the tables but no empty panel
-        drawn = result.metrics.filter(pl.col("mean").is_not_null().any().over("task", "metric"))
-        written.extend(write_figures(replace(result, metrics=drawn), out / "figures"))
     return replace(result, written=tuple(written))
 
 
