@@ -12,13 +12,14 @@ to a temporary folder; three methods score identical (context, continuation) req
 - ``bare`` (every workload): not a scorer but the least arithmetic an exact one must do: the transformer body once
   over each item's context and the tokens its continuations feed, and the output-head matmul at the positions that
   predict a scored token (for one-token choices: the context's last position alone); no softmax, gather of target
-  log-probs, or bookkeeping. Items go in right-padded batches of at most ``BARE_BATCH_TOKENS`` tokens, sorted by
-  length, under the model's own causal mask (right padding never precedes a real token, so it changes nothing:
-  batch 1 left the matmuls of 100-token items too small to be a floor on CPU). On the generation workload: the
-  prompts in left-padded batches of at most ``BARE_BATCH_TOKENS`` tokens (prompt + new tokens) with a KV cache, the
-  head at the last position, argmax and a stop check on token ids (no text decoding). lm-eval's time over it is
-  about the largest speed-up over lm-eval an exact float32 method could reach; scalelens's time over it is
-  scalelens's distance to its own floor.
+  log-probs, or bookkeeping. Items go in right-padded batches of at most ``CPU_TOKEN_BUDGET`` tokens
+  (``logprob.device``), packed longest first by ``logprob.generate.plan_batches``, under the model's own causal mask
+  (right padding never precedes a real token, so it changes nothing: batch 1 left the matmuls of 100-token items too
+  small to be a floor on CPU). On the generation workload: the prompts in left-padded batches of at most
+  ``CPU_TOKEN_BUDGET`` tokens (prompt + new tokens), as scalelens packs them, with a KV cache, the head at the last
+  position, argmax and a stop check on token ids (no text decoding). lm-eval's time over it is about the largest
+  speed-up over lm-eval an exact float32 method could reach; scalelens's time over it is scalelens's distance to its
+  own floor.
 
 Workload (d) is greedy generation of short answers (at most ``GEN_MAX_NEW_TOKENS`` tokens, stop at a newline):
 scalelens's ``logprob.generate.generate_items`` against lm-eval's ``HFLM.generate_until`` (greedy, ``do_sample``
@@ -74,8 +75,6 @@ METHODS = ("scalelens", "lm-eval", "plain", "bare")
 #: Workload (d): short greedy answers, as lm-eval's generate_until asks for them.
 GEN_MAX_NEW_TOKENS = 8
 GEN_STOP = "\n"
-#: Tokens per forward pass of the bare floor: scalelens's CPU budget (`logprob.device.CPU_TOKEN_BUDGET`).
-BARE_BATCH_TOKENS = 2048
 EOS = "<|endoftext|>"
 
 #: The Pythia-70m shape (EleutherAI/pythia-70m config.json): untied embeddings, rotary on a quarter of each head.
@@ -278,6 +277,9 @@ def load_method(method: str, path: Path, batch_size: int):
     if method == "plain":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from logprob.device import CPU_TOKEN_BUDGET
+        from logprob.generate import plan_batches
+
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
 
@@ -301,6 +303,9 @@ def load_method(method: str, path: Path, batch_size: int):
     if method == "bare":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from logprob.device import CPU_TOKEN_BUDGET
+        from logprob.generate import plan_batches
+
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         body, head = model.base_model, model.get_output_embeddings().weight  # head: (V, D)
@@ -310,11 +315,12 @@ def load_method(method: str, path: Path, batch_size: int):
         def run(w: Workload) -> list:
             if w.generate:
                 prompts = [tokenizer(ctx)["input_ids"] for _, ctx, _ in w.items]
-                for batch in bare_batches([len(p) + GEN_MAX_NEW_TOKENS for p in prompts]):
+                for batch in plan_batches(prompts, range(len(prompts)), GEN_MAX_NEW_TOKENS, CPU_TOKEN_BUDGET):
                     bare_generate(model, [prompts[i] for i in batch], stop_ids)
                 return []
             sequences = bare_sequences(tokenizer, w)  # tokenizing is timed, as for every method
-            for batch in bare_batches([len(ids) for ids, _ in sequences]):
+            fed = [ids for ids, _ in sequences]
+            for batch in plan_batches(fed, range(len(fed)), 0, CPU_TOKEN_BUDGET):
                 width = max(len(sequences[i][0]) for i in batch)
                 grid = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T) right-padded
                 rows, cols = [], []
@@ -343,21 +349,6 @@ def bare_sequences(tokenizer, w: Workload) -> list[tuple[list[int], int]]:
         fed = [t for _, cont_ids in pairs for t in cont_ids[:-1]]
         out.append((pairs[0][0] + fed, 1 + len(fed)))
     return out
-
-
-def bare_batches(lengths: Sequence[int], budget: int = BARE_BATCH_TOKENS) -> list[list[int]]:
-    """Indices by length, longest first, in batches of rows × longest ≤ budget (at least one row each).
-
-    >>> bare_batches([3, 9, 4, 8], budget=16)  # 9 alone (2 × 9 > 16), 8 and 4 (2 × 8 = 16), 3 (3 × 8 > 16)
-    [[1], [3, 2], [0]]
-    """
-    batches: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
 
 
 def plain_generate(model, tokenizer, context: str) -> tuple[str, int]:

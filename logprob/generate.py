@@ -93,7 +93,7 @@ def generate_items(
 
     budget = budget or TokenBudget.resolve(loaded, config.token_budget)
     generated: list[list[int]] = [[] for _ in gen_items]
-    queue = _plan(prompts, range(len(prompts)), config.max_new_tokens, budget.value)
+    queue = plan_batches(prompts, range(len(prompts)), config.max_new_tokens, budget.value)
     while queue:
         batch = queue.pop(0)
         try:
@@ -101,7 +101,7 @@ def generate_items(
         except Exception as exc:  # noqa: BLE001 - back_off re-raises everything but out-of-memory errors
             left = [i for b in (batch, *queue) for i in b]
             budget.back_off(exc, smallest=len(batch) == 1, what="generative items", n_left=len(left))
-            queue = _plan(prompts, left, config.max_new_tokens, budget.value)
+            queue = plan_batches(prompts, left, config.max_new_tokens, budget.value)
             continue
         for i, ids in zip(batch, outs, strict=True):
             generated[i] = ids
@@ -177,13 +177,13 @@ def _first_stop(text: str, stops: Sequence[str]) -> int | None:
     return min(found) if found else None
 
 
-def _plan(
+def plan_batches(
     prompts: Sequence[Sequence[int]], indices: Iterable[int], max_new_tokens: int, budget: int
 ) -> list[list[int]]:
     """Batches of the prompt `indices`, longest first, each with rows × (its longest prompt + max_new_tokens) ≤
     budget (a single row may exceed it). Longest first so that an out-of-memory error hits the first batch.
 
-    >>> _plan([[1], [1, 2, 3], [1, 2]], range(3), max_new_tokens=2, budget=10)  # widths 5, then 3
+    >>> plan_batches([[1], [1, 2, 3], [1, 2]], range(3), max_new_tokens=2, budget=10)  # widths 5, then 3
     [[1, 2], [0]]
     """
     batches: list[list[int]] = []
