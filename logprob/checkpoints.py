@@ -105,7 +105,7 @@ def read_ladder(value: str) -> list[LadderEntry]:
 
 
 def named_ladder(name: str) -> list[LadderEntry]:
-    """A known ladder's models at their final checkpoints (tokens seen: their training tokens, where known)."""
+    """A known ladder's models at their final checkpoints (or at --revision; `step_and_tokens` gives tokens seen)."""
     try:
         from metrics.ladders import ladder
     except ImportError:
@@ -115,7 +115,7 @@ def named_ladder(name: str) -> list[LadderEntry]:
         models = ladder(name)
     except ValueError as e:
         raise ValueError(f"--ladder {name}: {' '.join(str(e).split())} (or give a ladder file, .toml)") from None
-    return [LadderEntry(m.hub_id, tokens_seen=getattr(m, "training_tokens", None)) for m in models]
+    return [LadderEntry(m.hub_id) for m in models]
 
 
 def read_ladder_file(path: Path) -> list[LadderEntry]:

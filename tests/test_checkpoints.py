@@ -97,6 +97,13 @@ def test_tokens_seen_from_a_known_models_tokens_per_step(hub, task, tmp_path, ca
     assert set(got["tokens_seen"]) == {2000 * 2_097_152}  # Pythia's 1,024 sequences × 2,048 tokens per step
 
 
+def test_a_named_ladder_at_a_revision_has_seen_that_steps_tokens(hub, task, tmp_path, capsys, monkeypatch):
+    fake_ladders(monkeypatch, [KnownModel(REPO_ID, "fake", 1192, 100, None, "test", 10**9, 2_097_152)])
+    assert score(capsys, "--ladder", "fake", "--revision", "step2000", "--task", task, "--out", tmp_path / "run")[0] == 0
+    got = pl.read_parquet(tmp_path / "run" / "scores.parquet")
+    assert set(got["tokens_seen"]) == {2000 * 2_097_152}  # not the final checkpoint's 10^9
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--model", "./ckpt@step3"], "./ckpt is a local directory, which has no revisions; drop @step3"),
     (["--model", f"{M0}@main"], "is a local directory, which has no revisions"),
