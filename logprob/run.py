@@ -37,7 +37,6 @@ from logprob.distributed import SINGLE, World, generation_costs, plan_shares, sc
 from logprob.fingerprint import model_fingerprint
 from logprob.lock import FolderLock, current_command
 from logprob.preflight import ResolvedModel, check_free_space, check_run, estimate_unit_bytes, hub_snapshot, one_line
-from logprob.preflight import model_label as model_label
 from logprob.record import RUN_FILE, RunRecord
 from logprob.tasks import Task
 from metrics.folder import FolderError, check_provenance, read_table, settings_difference
@@ -48,6 +47,7 @@ from metrics.schema import (
     SCORES,
     SCORES_FILE,
     curve_label,
+    temporary_path,
     write_parquet_atomic,
 )
 
@@ -95,11 +95,6 @@ class Unit:
     @property
     def generative_items(self) -> tuple:
         return tuple(it for it in self.task.items if it.kind == "generative")
-
-    @property
-    def n_requests(self) -> int:
-        n = sum(len(it.continuations) for it in self.task.items) if self.scores else 0
-        return n + (len(self.generative_items) if self.generations else 0)
 
 
 @dataclass(frozen=True)
@@ -214,6 +209,7 @@ class Run:
         self.labels = {m.label for m in self.models}
         self.task_keys = {task_key(t) for t in self.tasks}
         self._expected = {task_key(t): self._keys(t) for t in self.tasks}
+        self._plans: dict[str, list[Unit]] | None = None
 
     # ------------------------------------------------------------------------------------------------ planning
 
@@ -244,6 +240,13 @@ class Run:
                               stale_scores=bool(why_scores), stale_generations=bool(why_gens)))
         return units
 
+    def plans(self) -> dict[str, list[Unit]]:
+        """Every model's units at the fingerprint known before loading, by label: computed once, from the tables as
+        read (the checks, the space estimate and the work all plan from them before any row is retired)."""
+        if self._plans is None:
+            self._plans = {m.label: self.units(m, m.fingerprint) for m in self.models}
+        return self._plans
+
     def check_settings(self) -> None:
         """The folder keeps one set of number-changing settings per table: other settings are refused."""
         checks = [(self.scores, SCORES_FILE, self.scores_settings)]
@@ -273,11 +276,12 @@ class Run:
                                   f"{self.out_dir} for model(s) {', '.join(models)}, which this run does not name; "
                                   f"add them with --model to rescore them too, or {MIX_FIX}")
 
-    def check_checkpoint_unmixed(self, label: str, fingerprint: str | None) -> None:
-        """A model this run scores from another checkpoint must not keep the old checkpoint's other tasks."""
+    def check_checkpoint_unmixed(self, label: str, fingerprint: str | None, held: pl.DataFrame | None = None) -> None:
+        """A model this run scores from another checkpoint must not keep the old checkpoint's other tasks. `held`:
+        the tables' `_held()`, when the caller already has it."""
         if fingerprint is None:
             return
-        held = self._held()
+        held = self._held() if held is None else held
         others = held.filter((pl.col("model") == label) & (pl.col("model_fingerprint") != fingerprint)
                              & ~pl.col("key").is_in(list(self.task_keys)))
         if others.height:
@@ -291,17 +295,17 @@ class Run:
         """Refuse, before any work, every run that would leave the folder holding a mix."""
         self.check_settings()
         self.check_tasks_unmixed()
+        held = self._held()
         for model in self.models:
-            self.check_checkpoint_unmixed(model.label, model.fingerprint)
+            self.check_checkpoint_unmixed(model.label, model.fingerprint, held)
         for model in self.models:
-            for unit in self.units(model, model.fingerprint):
-                if unit.reason and model.fingerprint is not None:
-                    log.warning("%s × %s: rescoring: %s", model.label, task_label(unit.task), unit.reason)
+            if model.fingerprint is not None:
+                _warn_rescoring(self.plans()[model.label])
 
     def new_bytes(self) -> int:
         """An estimate of the bytes this run adds to the tables (preflight.estimate_unit_bytes)."""
         return sum(estimate_unit_bytes(u.task, self.config, scores=u.scores, generations=u.generations)
-                   for m in self.models for u in self.units(m, m.fingerprint))
+                   for units in self.plans().values() for u in units)
 
     # ------------------------------------------------------------------------------------------------ work
 
@@ -326,7 +330,7 @@ class Run:
         from logprob.model import ModelLoadError, load_model
 
         main = self.world.is_main
-        plans = {m.label: self.units(m, m.fingerprint) for m in self.models} if main else {}
+        plans = self.plans() if main else {}
         if main:
             self._retire([u for m in self.models if m.fingerprint is not None for u in plans[m.label]])
         n_computed = n_reused = 0
@@ -365,9 +369,7 @@ class Run:
                 self.check_checkpoint_unmixed(model.label, fingerprint)
                 units = self.units(model, fingerprint)
                 todo = [u for u in units if u.scores or u.generations]
-                for unit in todo:
-                    if unit.reason:
-                        log.warning("%s × %s: rescoring: %s", model.label, task_label(unit.task), unit.reason)
+                _warn_rescoring(units)
                 self._retire(units)
             keys = self.world.broadcast([(self.tasks.index(u.task), u.scores, u.generations) for u in todo])
             if main:
@@ -564,11 +566,17 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
         raise OSError(f"{path}: could not be written ({reason}); the table is unchanged") from None
 
 
+def _warn_rescoring(units: Sequence[Unit]) -> None:
+    for unit in units:
+        if unit.reason:
+            log.warning("%s × %s: rescoring: %s", unit.model.label, task_label(unit.task), unit.reason)
+
+
 def _remove_leftovers(out_dir: Path) -> None:
-    """Temporary tables of a run that was killed mid-write (write_parquet_atomic's `.NAME.tmp-PID`); safe to remove
-    under the lock, as no other run writes here."""
+    """Temporary files of a run that was killed mid-write (`metrics.schema.temporary_path`, any process id); safe to
+    remove under the lock, as no other run writes here."""
     for name in (SCORES_FILE, GENERATIONS_FILE, RUN_FILE):
-        for tmp in out_dir.glob(f".{name}.tmp-*"):
+        for tmp in out_dir.glob(temporary_path(out_dir / name, "*").name):
             tmp.unlink(missing_ok=True)
 
 

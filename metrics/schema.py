@@ -263,9 +263,10 @@ def per_model_columns(schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
     return {name: dtype for name, dtype in schema.items() if name not in RUN_COLUMNS}
 
 
-def temporary_path(path: Path) -> Path:
-    """The sibling `write_atomic` writes before the rename: hidden, and named by the writing process."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def temporary_path(path: Path, pid: int | str | None = None) -> Path:
+    """The sibling `write_atomic` writes before the rename: hidden, and named by the writing process (`pid="*"`: the
+    glob pattern of every process's)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
