@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sacrebleu.metrics import BLEU
 
 from logprob.config import DEVICES, DTYPES, ModelSpec, ScoreConfig, parse_max_memory
+from logprob.preflight import one_line
 
 console = Console(markup=False)  # names such as "addition_gen [direct]" are text, never style tags
 err_console = Console(stderr=True, markup=False)
@@ -416,10 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -429,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as exc:
         if not getattr(args, "quiet", False):  # under a launcher only rank 0 speaks
-            print(f"scalelens: error: {_one_line(exc)}", file=sys.stderr)  # one unwrapped line, whatever the width
+            print(f"scalelens: error: {one_line(exc)}", file=sys.stderr)  # one unwrapped line, whatever the width
         return EXIT_ERROR
     except (KeyboardInterrupt, Terminated) as exc:
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"

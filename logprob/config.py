@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -139,9 +138,6 @@ class ScoreConfig:
         if isinstance(stops, str) or not all(isinstance(s, str) and s for s in stops):
             raise ValueError(f"stop_sequences: expected a tuple of non-empty strings, got {stops!r}")
         object.__setattr__(self, "stop_sequences", tuple(stops))
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "scalelens_version": __version__}
 
     def settings(self, dtype: str, *, generation: bool) -> str:
         """The `score_config` column: a stable JSON string of every setting that can change a number of the score

@@ -74,7 +74,7 @@ def demo_tasks(n_items: int | None = None) -> list[Task]:
 def scratchpad_tasks(n_items: int | None = None) -> list[Task]:
     """The scratchpad ladder's task: the same problems (task name and ids of the direct generative task) in the
     `scratchpad` formulation, its final answer read by ANSWER_PATTERN."""
-    task = load_jsonl(ADDITION_SCRATCHPAD_GEN_TASK, task_name=load_jsonl(ADDITION_GEN_TASK).name)
+    task = load_jsonl(ADDITION_SCRATCHPAD_GEN_TASK, task_name=ADDITION_GEN_TASK.stem)  # load_jsonl's default name
     return _first([replace(task, formulation="scratchpad", answer_regex=ANSWER_PATTERN,
                            max_new_tokens=SCRATCHPAD_NEW_TOKENS)], n_items)
 

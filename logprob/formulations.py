@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from string import Formatter
 
@@ -119,11 +119,6 @@ class Formulation:
     @property
     def chain_of_thought(self) -> bool:
         return self.answer_regex is not None
-
-    def signature(self) -> str:
-        """Every setting that changes a prompt or an answer, as stable JSON (the `where` of definition excluded)."""
-        settings = {k: v for k, v in asdict(self).items() if k != "where"}
-        return json.dumps(settings, sort_keys=True, ensure_ascii=False)
 
 
 #: Built-in formulations, by name.
