@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
-from metrics.bootstrap import BootstrapConfig, resample_counts
+from metrics.bootstrap import BootstrapConfig, bootstrap_corpus, bootstrap_means, resample_counts
 from metrics.registry import HIGHER, MetricInfo, metric_info
 from metrics.schema import DEFAULT_FORMULATION, ITEM_METRICS, MODEL_COLUMNS, validate
 
@@ -212,10 +212,8 @@ def _summaries(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.n
     n_items = present.sum(axis=-1)  # (M, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = filled.sum(axis=-1) / n_items  # (M, n)
-    totals = counts @ filled.reshape(M * n, N).T  # (B, M·n)
-    drawn = counts @ present.reshape(M * n, N).T.astype(np.float64)  # (B, M·n) defined items drawn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        replicates = (totals / drawn).reshape(counts.shape[0], M, n).transpose(1, 0, 2)  # (M, B, n)
+    replicates = bootstrap_means(values.reshape(M * n, N).T, counts)  # (B, M·n)
+    replicates = replicates.reshape(counts.shape[0], M, n).transpose(1, 0, 2)  # (M, B, n)
     integer = np.array([bool(np.all(values[m][present[m]] == np.round(values[m][present[m]]))) for m in range(M)],
                        dtype=bool)  # (M,) item values on the integer lattice
     largest = n_items.max(axis=1) if n else np.zeros(M, dtype=np.int64)  # (M,)
@@ -313,8 +311,9 @@ def add_corpus_metric(
     scored[coded["model_index"].to_numpy(), coded["item_id_index"].to_numpy()] = True
     n_items = scored.sum(axis=1)  # (n,)
     means = np.array([score(matrix[j].sum(axis=0)) if n_items[j] else np.nan for j in range(n)])  # (n,)
-    summed = np.einsum("bi,nis->nbs", curves.counts, matrix)  # (n, B, S) statistics of each resample
-    replicates = np.array([[score(row) if n_items[j] else np.nan for row in summed[j]] for j in range(n)]).T  # (B, n)
+    B = curves.counts.shape[0]
+    replicates = np.stack([bootstrap_corpus(matrix[j], curves.counts, score) if n_items[j] else np.full(B, np.nan)
+                           for j in range(n)], axis=1)  # (B, n)
     return curves.with_metric(metric, metric_info(metric, extra_info), signature, means, replicates, n_items)
 
 
