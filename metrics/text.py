@@ -239,14 +239,21 @@ def text_statistics(
     """Per-item sufficient statistics of BLEU and chrF: the item keys plus `bleu.stat_columns()` and
     `chrf.stat_columns()` (Int64), in sacrebleu's order. Summing any subset of rows and scoring the sum is the
     corpus score of that subset."""
-    generations = _check_generations(generations)
-    bleu_stats = _statistics(bleu.metric(effective_order=False), generations, len(bleu.stat_columns()))  # (n, 2 + 2N)
-    chrf_stats = _statistics(chrf.metric(), generations, len(chrf.stat_columns()))  # (n, 3 × orders)
+    return _statistics_table(_check_generations(generations), bleu, chrf)[0]
+
+
+def _statistics_table(generations: pl.DataFrame, bleu: BleuConfig, chrf: ChrfConfig) -> tuple[pl.DataFrame, BLEU, CHRF]:
+    """`text_statistics` of checked generations, and the corpus BLEU and chrF metrics that extracted them (which
+    have now seen the references their signatures report)."""
+    bleu_metric, chrf_metric = bleu.metric(effective_order=False), chrf.metric()
+    bleu_stats = _statistics(bleu_metric, generations, len(bleu.stat_columns()))  # (n, 2 + 2N)
+    chrf_stats = _statistics(chrf_metric, generations, len(chrf.stat_columns()))  # (n, 3 × orders)
     columns = {
         **{name: bleu_stats[:, j] for j, name in enumerate(bleu.stat_columns())},
         **{name: chrf_stats[:, j] for j, name in enumerate(chrf.stat_columns())},
     }
-    return generations.select(ITEM_KEYS).with_columns(pl.Series(k, v, dtype=pl.Int64) for k, v in columns.items())
+    stats = generations.select(ITEM_KEYS).with_columns(pl.Series(k, v, dtype=pl.Int64) for k, v in columns.items())
+    return stats, bleu_metric, chrf_metric
 
 
 def bleu_score(bleu: BleuConfig, effective_order: bool):
@@ -305,12 +312,7 @@ def corpus_metrics(
     generations: pl.DataFrame, bleu: BleuConfig = BleuConfig(), chrf: ChrfConfig = ChrfConfig()
 ) -> tuple[pl.DataFrame, list[CorpusMetric]]:
     """Per-item statistics (`text_statistics`) and the corpus BLEU and chrF computed from their sums."""
-    generations = _check_generations(generations)
-    stats = text_statistics(generations, bleu, chrf)
-    bleu_metric = bleu.metric(effective_order=False)
-    chrf_metric = chrf.metric()
-    _segment_statistics(bleu_metric, generations)  # resolves the reference count the signature reports
-    _segment_statistics(chrf_metric, generations)
+    stats, bleu_metric, chrf_metric = _statistics_table(_check_generations(generations), bleu, chrf)
     return stats, [
         CorpusMetric("corpus_bleu", tuple(bleu.stat_columns()), bleu_score(bleu, False), _signature(bleu_metric)),
         CorpusMetric("corpus_chrf", tuple(chrf.stat_columns()), chrf_score(chrf), _signature(chrf_metric)),
