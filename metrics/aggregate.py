@@ -20,7 +20,7 @@ import polars as pl
 from metrics.bootstrap import BootstrapConfig, percentile_interval
 from metrics.curves import Curves, add_corpus_metric, item_curves, item_skeleton
 from metrics.registry import MetricInfo
-from metrics.schema import METRICS, MODEL_COLUMNS, validate
+from metrics.schema import DEFAULT_FORMULATION, METRICS, MODEL_COLUMNS, validate
 
 #: METRICS plus the model's place on the scale axis (`x`, in the axis `x_axis` whose unit is `x_unit`, "" when
 #: unknown) and the settings string that travels with the numbers.
@@ -120,13 +120,15 @@ def corpus_aggregate(
     missing = [c for c in stat_columns if c not in stats.columns]
     if missing:
         raise ValueError(f"corpus statistics: missing statistic column(s) {missing}; found {stats.columns}")
-    dup = stats.group_by([*_GROUP, "item_id"]).len().filter(pl.col("len") > 1)
+    if "formulation" not in stats.columns:
+        stats = stats.with_columns(pl.lit(DEFAULT_FORMULATION).alias("formulation"))
+    keys = [*_GROUP, "formulation", "item_id"]
+    dup = stats.group_by(keys).len().filter(pl.col("len") > 1)
     if dup.height:
-        raise ValueError(f"corpus statistics: {dup.height} duplicated key(s) over {[*_GROUP, 'item_id']}, "
-                         f"e.g. {dup.row(0, named=True)}")
+        raise ValueError(f"corpus statistics: {dup.height} duplicated key(s) over {keys}, e.g. {dup.row(0, named=True)}")
     curves = [
-        add_corpus_metric(item_skeleton(stats, task, bootstrap), stats, stat_columns, score, metric, signature,
-                          extra_info)
-        for task in stats["task"].unique(maintain_order=True).to_list()
+        add_corpus_metric(item_skeleton(stats, task, bootstrap, formulation=formulation), stats, stat_columns, score,
+                          metric, signature, extra_info)
+        for task, formulation in stats.select("task", "formulation").unique(maintain_order=True).iter_rows()
     ]
     return metric_table(curves)

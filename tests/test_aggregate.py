@@ -161,6 +161,15 @@ def test_corpus_aggregate_recomputes_ratio_of_sums():
         corpus_aggregate(stats, ["hits"], ratio, "corpus_bleu", config)
 
 
+def test_corpus_aggregate_keeps_formulations_of_one_task_apart():
+    stats = pl.DataFrame({"model": ["m"] * 4, "params": [2] * 4, "non_embedding_params": [1] * 4, "task": ["t"] * 4,
+                          "formulation": ["direct", "direct", "3-shot", "3-shot"], "item_id": ["a", "b", "a", "b"],
+                          "hit": [1, 0, 3, 2], "total": [2, 2, 4, 4]})
+    ratio = lambda s: float(s[0] / s[1])  # noqa: E731
+    out = corpus_aggregate(stats, ["hit", "total"], ratio, "corpus_bleu", BootstrapConfig(n_resamples=20))
+    assert dict(out.select("formulation", "mean").iter_rows()) == {"direct": 1 / 4, "3-shot": 5 / 8}
+
+
 def test_importing_every_metrics_module_leaves_torch_out():
     code = (
         "import importlib, pkgutil, sys, metrics\n"
