@@ -155,6 +155,28 @@ def _before_jump(point: np.ndarray, replicates: np.ndarray, confidence: float) -
             "high": float(high[0])}
 
 
+def _per_metric(oriented: np.ndarray, rep: np.ndarray, defined: np.ndarray, x: np.ndarray, keep: np.ndarray,
+                confidence: float) -> dict:
+    """The statistics of each metric defined on every model in `keep` (n,) that do not depend on its partner: the
+    largest-step share (point (M,) and replicates (M, B)), its steady threshold (M,), breakthroughness (M,) and the
+    lower end of Spearman's ρ interval (M,); NaN for the other metrics. oriented: (M, n); rep: (M, B, n)."""
+    M, B = rep.shape[:2]
+    rows = np.flatnonzero(defined[:, keep].all(axis=1))  # metrics with a value at every kept model
+    o, r = oriented[rows][:, keep], rep[rows][:, :, keep]  # (M', n'), (M', B, n')
+    t = indices.log_scale(x[keep])
+    finite = bool(np.isfinite(t).all()) and keep.sum() >= indices.MIN_MODELS
+    out = {"point": np.full(M, np.nan), "shares": np.full((M, B), np.nan), "threshold": np.full(M, np.nan),
+           "breakthroughness": np.full(M, np.nan), "rho_low": np.full(M, np.nan),
+           "steady": indices.steady_share(t) if finite else float("nan")}
+    out["point"][rows] = indices.largest_step_share(o)
+    out["shares"][rows] = indices.largest_step_share(r)
+    if finite:
+        out["threshold"][rows] = steady_threshold(o, r, t, confidence)
+    out["breakthroughness"][rows] = indices.breakthroughness(o)
+    out["rho_low"][rows] = percentile_interval(spearman(r, x[keep]).T, confidence)[0]  # spearman: (M', B)
+    return out
+
+
 def compare(curves: Sequence[Curves]) -> pl.DataFrame:
     """COMPARISONS rows for every (sharp, smooth) pair of metrics within each task of `curves`."""
     rows = []
@@ -167,23 +189,21 @@ def compare(curves: Sequence[Curves]) -> pl.DataFrame:
         rep = c.sign[:, None, None] * c.replicates  # (M, B, n)
         defined = np.isfinite(oriented)  # (M, n)
         confidence = c.bootstrap.confidence
+        over: dict[bytes, dict] = {}  # per set of models: each metric's own statistics, shared by all its pairs
         for s in sharp:
             for m in smooth:
                 keep = defined[s] & defined[m]  # (n,) models where both metrics are defined
                 if not keep.any():
                     continue  # a metric undefined for every model (no per-token data, say) has no curve to compare
-                pair = [s, m]
-                point = indices.largest_step_share(oriented[pair][:, keep])  # (2,)
-                shares = indices.largest_step_share(rep[pair][:, :, keep])  # (2, B)
+                if keep.tobytes() not in over:
+                    over[keep.tobytes()] = _per_metric(oriented, rep, defined, c.x, keep, confidence)
+                own = over[keep.tobytes()]
+                point, shares = own["point"][[s, m]], own["shares"][[s, m]]  # (2,), (2, B)
                 diff = shares[0] - shares[1]  # (B,) paired differences
                 low, high = percentile_interval(np.vstack([shares, diff[None]]).T, confidence)  # (3,), (3,)
-                t = indices.log_scale(c.x[keep])
-                finite = bool(np.isfinite(t).all()) and keep.sum() >= indices.MIN_MODELS
-                steady = indices.steady_share(t) if finite else float("nan")
-                threshold = steady_threshold(oriented[pair][:, keep], rep[pair][:, :, keep], t, confidence) \
-                    if finite else np.full(2, np.nan)  # (2,)
-                brk = indices.breakthroughness(oriented[pair][:, keep])  # (2,)
-                rho_low = percentile_interval(spearman(rep[m][:, keep], c.x[keep])[:, None], confidence)[0][0]
+                steady, threshold, brk = own["steady"], own["threshold"][[s, m]], own["breakthroughness"][[s, m]]
+                rho_low = own["rho_low"][m]
+                pair = [s, m]
                 before = _before_jump(oriented[pair][:, keep], rep[pair][:, :, keep], confidence)
                 models = [mdl for mdl, k in zip(c.models, keep) if k]
                 name, rule, comment = verdict(point[0], threshold[0], point[1], threshold[1], low[2], high[2],
