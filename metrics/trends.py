@@ -150,6 +150,7 @@ def _rows_for(c: Curves, item_summary: pl.DataFrame) -> list[dict]:
     oriented = c.sign[:, None] * c.means  # (M, n)
     rep = c.sign[:, None, None] * c.replicates  # (M, B, n)
     confidence = c.bootstrap.confidence
+    summaries = {r.pop("metric"): r for r in item_summary.iter_rows(named=True)}
     rows = []
     for group, keep in c.defined_groups():
         n = int(keep.sum())
@@ -178,7 +179,6 @@ def _rows_for(c: Curves, item_summary: pl.DataFrame) -> list[dict]:
             few_models_ok = rho_p[j] < 1 - confidence
             trend = RISING if rho_low[j] > 0 and few_models_ok else FALLING if rho_high[j] < 0 and few_models_ok \
                 else NO_TREND
-            summary = item_summary.filter(pl.col("metric") == c.metrics[r])
             rows.append({
                 "task": c.task, "formulation": c.formulation, "slice": c.slice, "metric": c.metrics[r],
                 "kind": c.info[r].kind,
@@ -187,7 +187,7 @@ def _rows_for(c: Curves, item_summary: pl.DataFrame) -> list[dict]:
                 "inverse_scaling": bool(trend == FALLING) if np.isfinite(rho[j]) else None,
                 "curvature": curv[j], "curvature_ci_low": curv_low[j], "curvature_ci_high": curv_high[j],
                 "vertex": vertex[j], "shape": shapes[j],
-                **(summary.drop("metric").row(0, named=True) if summary.height else {}),
+                **summaries.get(c.metrics[r], {}),
                 "method": c.method, "signature": c.bootstrap.signature(),
             })
     return rows
@@ -243,10 +243,10 @@ def item_correlations(curves: Sequence[Curves]) -> pl.DataFrame:
 
 
 def _item_summary(correlations: pl.DataFrame, c: Curves) -> pl.DataFrame:
-    """Per metric: the distribution of the per-item correlations of `c`'s items (a slice holds a subset)."""
+    """Per metric: the distribution of the per-item correlations of `c`'s items (a slice holds a subset);
+    `correlations` holds `c`'s (task, formulation) only."""
     rho = pl.col("spearman").drop_nulls()
-    mine = correlations.filter((pl.col("task") == c.task) & (pl.col("formulation") == c.formulation)
-                               & pl.col("item_id").is_in(list(c.item_ids)))
+    mine = correlations.filter(pl.col("item_id").is_in(list(c.item_ids)))
     return mine.group_by("metric").agg(
         rho.mean().alias("item_rho_mean"),
         rho.median().alias("item_rho_median"),
@@ -260,9 +260,11 @@ def trend_table(curves: Sequence[Curves], correlations: pl.DataFrame | None = No
     `item_correlations` of the whole-task curves (computed here when not given); a slice summarises its items."""
     if correlations is None:
         correlations = item_correlations([c for c in curves if c.slice == "all"])
+    by_curve = correlations.partition_by("task", "formulation", as_dict=True)  # once, not per curve and slice
+    none = correlations.clear()
     rows = []
     for c in curves:
-        rows.extend(_rows_for(c, _item_summary(correlations, c)))
+        rows.extend(_rows_for(c, _item_summary(by_curve.get((c.task, c.formulation), none), c)))
     if not rows:
         return pl.DataFrame(schema=TRENDS)
     table = pl.DataFrame(rows, schema=TRENDS).with_columns(pl.col(pl.Float64).fill_nan(None))
