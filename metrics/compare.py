@@ -146,7 +146,7 @@ def _before_jump(point: np.ndarray, replicates: np.ndarray, confidence: float) -
     total = indices.improvement(point)  # (2,)
     if not np.isfinite(total[0]) or total[0] == 0:
         return {"at": None, "sharp": nan, "smooth": nan, "low": nan, "high": nan}
-    at = int(np.argmax(np.sign(total[0]) * np.diff(point[0])))  # the sharp metric's largest step: at → at + 1
+    at = int(indices.largest_step_at(point[0]))  # the sharp metric's largest step: at → at + 1
     with np.errstate(divide="ignore", invalid="ignore"):
         share = (point[:, at] - point[:, 0]) / np.abs(total)  # (2,)
         reps = (replicates[1, :, at] - replicates[1, :, 0]) / np.abs(indices.improvement(replicates[1]))  # (B,)

@@ -134,13 +134,8 @@ def _flags(table: pl.DataFrame, confidence: float) -> pl.DataFrame:
 
 def _largest_step_models(point: np.ndarray, models: Sequence[str]) -> tuple[list[str | None], list[str | None]]:
     """The neighbouring models between which each curve's largest step (in the direction of I) happens."""
-    if point.shape[1] < indices.MIN_MODELS:
-        return [None] * len(point), [None] * len(point)
-    total = indices.improvement(point)  # (m,)
-    signed = np.sign(total)[:, None] * np.diff(point, axis=-1)  # (m, n − 1)
-    at = np.argmax(np.nan_to_num(signed, nan=-np.inf), axis=-1)  # (m,)
-    ok = np.isfinite(total) & (total != 0)
-    return ([models[a] if k else None for a, k in zip(at, ok)], [models[a + 1] if k else None for a, k in zip(at, ok)])
+    at = indices.largest_step_at(point)  # (m,), −1 where undefined
+    return [models[a] if a >= 0 else None for a in at], [models[a + 1] if a >= 0 else None for a in at]
 
 
 def emergence_from_curves(curves: Sequence[Curves]) -> pl.DataFrame:

@@ -100,6 +100,22 @@ def largest_step_share(y: np.ndarray) -> np.ndarray:
     return np.where((total == 0) | np.isnan(total), np.nan, out)
 
 
+def largest_step_at(y: np.ndarray) -> np.ndarray:
+    """Where the largest step in the direction of improvement is: i for the step y_i → y_(i+1) (the step whose share
+    `largest_step_share` reports), −1 where that share is undefined; (..., n) → (...) int.
+
+    >>> largest_step_at(np.array([[0.0, 0.0, 0.0, 1.0], [3.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0]])).tolist()
+    [2, 0, -1]
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape[-1] < MIN_MODELS:
+        return np.full(y.shape[:-1], -1)
+    total = improvement(y)  # (...,)
+    signed = np.sign(total)[..., None] * _steps(y)  # (..., n − 1)
+    at = np.argmax(np.nan_to_num(signed, nan=-np.inf), axis=-1)  # (...,)
+    return np.where(np.isfinite(total) & (total != 0), at, -1)
+
+
 def steady_share(t: np.ndarray) -> float:
     """Largest-step share of a curve linear in t (log-scale): the widest gap over the span.
 
