@@ -176,17 +176,23 @@ def _group(fig: Figure | SubFigure, rows: pl.DataFrame, names: Sequence[str], ki
            scores: dict[str, str], fits: dict[str, dict]) -> None:
     """A grid of panels, one per metric, sharing the x axis; unused cells are removed."""
     ncols = math.ceil(len(names) / nrows)
-    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k >= len(names):
-            ax.remove()
-            continue
-        _panel(ax, rows, names[k], kind, scores.get(names[k]))
-        if names[k] in fits:
-            _fit_overlay(ax, rows, fits[names[k]])
-        if k + ncols >= len(names):  # the lowest panel of its column
-            ax.set_xlabel(x_label(rows), fontsize=9)
-            ax.xaxis.set_tick_params(labelbottom=True)
+    axes = list(fig.subplots(nrows, ncols, sharex=True, squeeze=False).flat)
+    for ax, name in zip(axes, names, strict=False):
+        _panel(ax, rows, name, kind, scores.get(name))
+        if name in fits:
+            _fit_overlay(ax, rows, fits[name])
+    _finish_grid(axes, len(names), ncols, x_label(rows), 9)
+
+
+def _finish_grid(axes: Sequence[Axes], n_used: int, ncols: int, xlabel: str, fontsize: float) -> None:
+    """Remove a grid's unused cells (`axes` row-major, the first `n_used` drawn) and label the x axis of the lowest
+    drawn panel of each column."""
+    for ax in axes[n_used:]:
+        ax.remove()
+    for k in range(n_used):
+        if k + ncols >= n_used:
+            axes[k].set_xlabel(xlabel, fontsize=fontsize)
+            axes[k].xaxis.set_tick_params(labelbottom=True)
 
 
 def _fit_overlay(ax: Axes, rows: pl.DataFrame, fit: dict) -> None:
@@ -335,12 +341,7 @@ def sharp_vs_smooth_generative(metrics: pl.DataFrame, task: str | None = None, f
         last.set_title("Measured vs predicted exact match", fontsize=9)
         last.legend(fontsize=8, loc="upper left")
         last.tick_params(labelsize=8)
-    for ax in axes[n_panels:]:
-        ax.remove()
-    for k in range(n_panels):
-        if k + ncols >= n_panels:  # lowest panel of its column
-            axes[k].set_xlabel(x_label(rows), fontsize=9)
-            axes[k].xaxis.set_tick_params(labelbottom=True)
+    _finish_grid(axes, n_panels, ncols, x_label(rows), 9)
     _suptitle(fig, f"Task: {curve_label(task, formulation)} — exact match against graded text metrics and its predictions "
                    f"(band: {BAND_LABEL})",
                  fontsize=11)
@@ -485,12 +486,7 @@ def difficulty_slice_curves(slices: pl.DataFrame, trends: pl.DataFrame | None = 
         ax.set_title(f"{metric} ({kind})" + ("\n" + "; ".join(flags[metric]) if metric in flags else ""), fontsize=8,
                      color=SHARP_COLOR if kind == SHARP else SMOOTH_COLOR)
         ax.tick_params(labelsize=7)
-    for ax in axes[len(names):]:
-        ax.remove()
-    for k in range(len(names)):
-        if k + ncols >= len(names):
-            axes[k].set_xlabel(x_label(rows), fontsize=8)
-            axes[k].xaxis.set_tick_params(labelbottom=True)
+    _finish_grid(axes, len(names), ncols, x_label(rows), 8)
     handles, legend_labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, legend_labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     difficulty = rows["difficulty_metric"][0]
@@ -526,7 +522,8 @@ def formulation_curves(metrics: pl.DataFrame, task: str, names: Sequence[str] | 
     palette = colormaps["tab10"](np.arange(len(formulations)) % 10)
     for sub, (title, group, color) in zip(subfigs, groups, strict=True):
         sub.suptitle(title, color=color, fontsize=11, fontweight="bold")
-        axes = list(sub.subplots(nrows, math.ceil(len(group) / nrows), sharex=True, squeeze=False).flat)
+        group_cols = math.ceil(len(group) / nrows)
+        axes = list(sub.subplots(nrows, group_cols, sharex=True, squeeze=False).flat)
         for ax, metric in zip(axes, group, strict=False):
             part = rows.filter(pl.col("metric") == metric)
             spread = part.group_by(x).agg(pl.col("mean").min().alias("low"), pl.col("mean").max().alias("high"),
@@ -540,11 +537,7 @@ def formulation_curves(metrics: pl.DataFrame, task: str, names: Sequence[str] | 
             ax.set_ylabel(y_label(metric, _direction(part, metric)), fontsize=8)
             ax.set_title(metric, fontsize=9)
             ax.tick_params(labelsize=8)
-        for ax in axes[len(group):]:
-            ax.remove()
-        for ax in axes[: len(group)][-min(len(group), math.ceil(len(group) / nrows)):]:
-            ax.set_xlabel(x_label(rows), fontsize=8)
-            ax.xaxis.set_tick_params(labelbottom=True)
+        _finish_grid(axes, len(group), group_cols, x_label(rows), 8)
     handles = [Line2D([], [], color=c, marker="o", label=f) for f, c in zip(formulations, palette, strict=True)]
     handles.append(Patch(color="#999999", alpha=0.25, label="spread across formulations"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
