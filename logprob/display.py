@@ -45,13 +45,27 @@ def blocks(header: Sequence[str], rows: Sequence[Sequence[str]], n_keys: int, wi
     >>> blocks(["k", "aaaa", "bbbb", "cccc"], [["x", "1", "2", "3"]], n_keys=1, width=19)  # 5 + 7 + 7 fit 19
     [[0, 1, 2], [0, 3]]
     """
-    widths = [max(_width(h), *(_width(r[j]) for r in rows)) + COLUMN_OVERHEAD for j, h in enumerate(header)]
+    return _blocks(_needs(header, rows), n_keys, width)
+
+
+def _needs(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    """Each column's content width: its widest header line or cell."""
+    return [max(_width(h), *(_width(r[j]) for r in rows)) for j, h in enumerate(header)]
+
+
+def _block_width(needs: Sequence[int], columns: Sequence[int]) -> int:
+    """A table's width on the console: its columns with their padding and rules."""
+    return sum(needs[j] + COLUMN_OVERHEAD for j in columns) + 1
+
+
+def _blocks(needs: Sequence[int], n_keys: int, width: int) -> list[list[int]]:
+    widths = [need + COLUMN_OVERHEAD for need in needs]
     keys = list(range(n_keys))
     base = sum(widths[:n_keys]) + 1
     out: list[list[int]] = []
     current: list[int] = []
     used = base
-    for j in range(n_keys, len(header)):
+    for j in range(n_keys, len(needs)):
         if current and used + widths[j] > width:
             out.append(keys + current)
             current, used = [], base
@@ -60,10 +74,6 @@ def blocks(header: Sequence[str], rows: Sequence[Sequence[str]], n_keys: int, wi
     if current or not out:
         out.append(keys + current)
     return out
-
-
-def _measure(header: Sequence[str], rows: Sequence[Sequence[str]], columns: Sequence[int]) -> int:
-    return sum(max(_width(header[j]), *(_width(r[j]) for r in rows)) + COLUMN_OVERHEAD for j in columns) + 1
 
 
 def stacked(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], styles: Sequence[str | None],
@@ -94,17 +104,17 @@ def render(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], sty
     even a single column beside the keys is wider than the console, the cells are listed one per line instead
     (`stacked`), so no number is ever cropped."""
     right = right or [j >= n_keys for j in range(len(header))]
-    parts = blocks(header, rows, n_keys, width)
-    if rows and any(_measure(header, rows, columns) > width for columns in parts):
+    needs = _needs(header, rows)
+    parts = _blocks(needs, n_keys, width)
+    if rows and any(_block_width(needs, columns) > width for columns in parts):
         return [stacked(title, header, rows, styles, n_keys, width)]
     tables = []
     for k, columns in enumerate(parts):
         suffix = f" ({k + 1}/{len(parts)})" if len(parts) > 1 else ""
         table = Table(title=title + suffix, title_justify="left", box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
         for j in columns:
-            need = max(_width(header[j]), *(_width(r[j]) for r in rows)) if rows else _width(header[j])
             table.add_column(header[j], justify="right" if right[j] else "left", no_wrap=True, overflow="fold",
-                             min_width=need)
+                             min_width=needs[j])
         for row, style in zip(rows, styles, strict=True):
             table.add_row(*(row[j] for j in columns), style=style)
         tables.append(table)
